@@ -1,0 +1,166 @@
+"""Config composition with OmegaConf alone (no Hydra).
+
+Order, later wins: colorlab/conf/defaults.yaml < the chosen group files < the experiment file
+(deltas only) < the command line. The config is in struct mode: setting a key that does not
+exist is an error naming the closest valid keys; ``+key=value`` adds a new key on purpose.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("data", "net", "model", "trainer", "logger")
+RUN_DIR_ENV = "COLORLAB_RUN_DIR"  # set by the first process so DDP children reuse its run_dir
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message says what is valid."""
+
+
+def experiments_dir() -> Path:
+    env = os.environ.get("COLORLAB_EXPERIMENTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
+
+
+def available_experiments() -> dict[str, Path]:
+    root = experiments_dir()
+    return {p.stem: p for p in sorted(root.glob("*.yaml"))} if root.is_dir() else {}
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every key of a config as 'a.b.c', inner nodes included."""
+    keys = []
+    for key in cfg.keys():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none():
+            keys += dotted_keys(node, full + ".")
+    return keys
+
+
+def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and len(node) > 0:
+            keys += _leaf_keys(node, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _check_key(cfg: DictConfig, key: str, where: str) -> None:
+    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+        close = difflib.get_close_matches(key, dotted_keys(cfg), n=3, cutoff=0.8)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown config key '{key}' ({where}){hint} "
+                          f"Use +{key}=VALUE to add a new key, or --cfg to see all keys.")
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    cfg = OmegaConf.load(path)
+    if isinstance(cfg, ListConfig):
+        raise ConfigError(f"{path} must hold a mapping of keys, not a list")
+    return cfg
+
+
+def resolve_experiment(name: str) -> Path:
+    if name.endswith(".yaml") and Path(name).is_file():
+        return Path(name)
+    experiments = available_experiments()
+    if name not in experiments:
+        listing = ", ".join(experiments) or f"none found in {experiments_dir()}"
+        raise ConfigError(f"unknown experiment '{name}'; available: {listing}")
+    return experiments[name]
+
+
+def compose(experiment: str, choices: dict[str, str] | None = None,
+            overrides: list[str] | None = None) -> DictConfig:
+    """The full config of one run.
+
+    choices: group -> file name (e.g. {'data': 'folder'}), from the command line.
+    overrides: 'dotted.key=value' or '+new.key=value' strings, from the command line.
+    """
+    base = _load_yaml(CONF_DIR / "defaults.yaml")
+    exp = _load_yaml(resolve_experiment(experiment))
+    selected = {**base.pop("defaults"), **exp.pop("defaults", {}), **(choices or {})}
+
+    for group, choice in selected.items():
+        if group not in GROUPS:
+            raise ConfigError(f"unknown config group '{group}'; groups: {', '.join(GROUPS)}")
+        if choice not in group_choices(group):
+            raise ConfigError(f"{group}={choice} is not a {group} config; available: "
+                              f"{', '.join(group_choices(group))}")
+        group_file = _load_yaml(CONF_DIR / group / f"{choice}.yaml")
+        base[group] = OmegaConf.merge(base.get(group, {}), group_file)
+
+    cfg = base
+    OmegaConf.set_struct(cfg, True)
+    for key in _leaf_keys(exp):
+        _check_key(cfg, key, f"in experiment file {experiment}")
+    cfg = OmegaConf.merge(cfg, exp)
+
+    for item in overrides or []:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected key=value, got '{item}'")
+        if key.startswith("+"):
+            with open_dict(cfg):
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item[1:]]))
+            continue
+        _check_key(cfg, key, "on the command line")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+
+    cfg.experiment = Path(experiment).stem
+    with open_dict(cfg):
+        cfg.choices = selected  # recorded for the run's config.yaml
+    if cfg.run_dir is None:
+        cfg.run_dir = default_run_dir(cfg.experiment)
+    return cfg
+
+
+def default_run_dir(experiment: str) -> str:
+    """runs/<experiment>/<timestamp>; stable across SLURM requeues and DDP child processes."""
+    if os.environ.get(RUN_DIR_ENV):
+        return os.environ[RUN_DIR_ENV]
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"runs/{experiment}/slurm-{os.environ['SLURM_JOB_ID']}"
+    return f"runs/{experiment}/{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, str], list[str], set[str]]:
+    """argv -> (experiment, group choices, dotted overrides, flags such as --cfg)."""
+    experiment, choices, overrides, flags = None, {}, [], set()
+    for arg in argv:
+        if arg.startswith("--"):
+            flags.add(arg)
+            continue
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"expected key=value or a --flag, got '{arg}'")
+        if key == "experiment":
+            experiment = value
+        elif key in GROUPS:
+            choices[key] = value
+        else:
+            overrides.append(arg)
+    return experiment, choices, overrides, flags
+
+
+def experiment_listing() -> str:
+    rows = []
+    for name, path in available_experiments().items():
+        rows.append(f"{name:<18} {OmegaConf.load(path).get('description', '')}")
+    return "\n".join(rows)

@@ -1,0 +1,3 @@
+from colorlab.data.datamodule import SOURCES, ColorDataModule
+
+__all__ = ["SOURCES", "ColorDataModule"]

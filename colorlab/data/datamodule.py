@@ -1,0 +1,58 @@
+"""One LightningDataModule for every formulation.
+
+CPU workers return uint8 RGB; ``on_after_batch_transfer`` turns it into normalised Lab on the
+training device (GPU when there is one), in fp32, and drops grayscale images from training.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
+from colorlab.data.photos import folder_splits, samples_splits
+from colorlab.data.synthetic import synthetic_splits
+
+# data.name -> function(**source keys of the data config) -> (train dataset, val dataset)
+SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits}
+
+
+class ColorDataModule(pl.LightningDataModule):
+    """Batches are dicts: ``rgb`` uint8 (B, 3, H, W), ``index`` (B,), optionally ``bimodal``
+    bool (B, 1, H, W); after transfer also ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab``
+    (B, 2, H, W) in ~[-1, 1] (see colorlab.color)."""
+
+    def __init__(self, name: str, size: int, batch_size: int, num_workers: int, seed: int, **source):
+        super().__init__()
+        if name not in SOURCES:
+            raise ValueError(f"data.name={name!r} is not a data source; valid: {sorted(SOURCES)}")
+        self.name, self.size, self.batch_size, self.num_workers = name, size, batch_size, num_workers
+        self.seed, self.source = seed, source
+        self.train_set = self.val_set = None
+        self.gray_dropped = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = SOURCES[self.name](size=self.size, seed=self.seed, **self.source)
+
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        lab = uint8_to_lab(batch["rgb"])
+        batch["l"], batch["ab"] = normalize_lab(lab)
+        if self.trainer is not None and self.trainer.training:
+            keep = ~is_gray(batch["ab"] * AB_NORM)
+            if not keep.all():
+                self.gray_dropped += int((~keep).sum())
+                batch = {k: v[keep] for k, v in batch.items()}
+        return batch

@@ -1,0 +1,185 @@
+"""Photograph sources: scikit-image's bundled photos (``data=samples``) and any folder (``data=folder``).
+
+Workers decode and crop on the CPU and return uint8 RGB; colour conversion happens later,
+on the training device. Training items are random crops with horizontal flips; validation
+items are deterministic (per index) so that metrics and sample grids are comparable.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from colorlab.io import GRAY_MODES, IMAGE_SUFFIXES, UnreadableImage, open_image, read_rgb, summarize_skips
+
+# Colour photographs that ship inside scikit-image (no download needed).
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+
+
+def resize_shorter_side(rgb: np.ndarray, side: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (H', W', 3) with min(H', W') == side, aspect kept."""
+    h, w = rgb.shape[:2]
+    scale = side / min(h, w)
+    new_size = (max(side, round(w * scale)), max(side, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(new_size, Image.BICUBIC))
+
+
+def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 (H, W, 3) with H, W >= size -> uint8 tensor (3, size, size).
+
+    rng=None: centre crop. Otherwise a random crop, flipped horizontally half of the time.
+    """
+    h, w = rgb.shape[:2]
+    if rng is None:
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    patch = rgb[top : top + size, left : left + size]
+    if rng is not None and rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).contiguous()
+
+
+def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
+    # Training draws from torch's RNG, which Lightning seeds per worker (seed_everything(workers=True));
+    # validation is a pure function of (seed, index).
+    if train:
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    return np.random.default_rng([seed, index])
+
+
+class PhotoCrops(Dataset):
+    """Crops of photographs. ``load(i)`` returns photo i as uint8 (H, W, 3).
+
+    Training: ``length`` random crops per epoch, photo ``index % n``, resized so the shorter side
+    is a random value in [size, scale] before cropping. Validation: each photo once (or
+    ``length`` crops cycling over them), resized to ``scale`` and cropped deterministically.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], n: int, size: int, scale: int,
+                 train: bool, length: int | None = None, seed: int = 0, names: list[str] | None = None):
+        if scale < size:
+            raise ValueError(f"scale (shorter side before cropping) must be >= size. Got {scale} < {size}")
+        self.load, self.n, self.size, self.scale = load, n, size, scale
+        self.train, self.length, self.seed, self.names = train, length or n, seed, names
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rgb = self.load(index % self.n)
+        rng = _item_rng(self.train, self.seed, index)
+        side = int(rng.integers(self.size, self.scale + 1)) if self.train else self.scale
+        rgb = resize_shorter_side(rgb, side)
+        return {"rgb": crop(rgb, self.size, rng if self.train else None), "index": index}
+
+
+def samples_splits(size: int, scale: int, seed: int, train_size: int, val_size: int,
+                   val_photos: list[str]):
+    """scikit-image's photos, split by photo: ``val_photos`` are held out."""
+    import skimage.data
+
+    unknown = sorted(set(val_photos) - set(SKIMAGE_PHOTOS))
+    if unknown or not val_photos or set(val_photos) == set(SKIMAGE_PHOTOS):
+        raise ValueError(f"data.val_photos must be a non-empty proper subset of {list(SKIMAGE_PHOTOS)}. "
+                         f"Got {list(val_photos)}")
+
+    def loader(names):
+        def load(i):
+            photo = getattr(skimage.data, names[i])()
+            return photo[0] if isinstance(photo, tuple) else photo  # stereo pairs: left view
+        return load
+
+    train_names = [n for n in SKIMAGE_PHOTOS if n not in val_photos]
+    val_names = list(val_photos)
+    train = PhotoCrops(loader(train_names), len(train_names), size, scale, True, train_size, seed)
+    val = PhotoCrops(loader(val_names), len(val_names), size, scale, False, val_size, seed)
+    return train, val
+
+
+def scan_folder(root: Path) -> tuple[list[Path], Counter]:
+    """All usable colour images under root (sorted), and a Counter of skipped files by reason.
+
+    Reads headers only (fast on large folders): missing, empty, non-image and bomb-sized files are
+    skipped; grayscale files are skipped too since they carry no colour to learn.
+    """
+    paths, skipped = [], Counter()
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            if path.is_file():
+                skipped["not an image suffix"] += 1
+            continue
+        try:
+            with open_image(path) as image:
+                mode = image.mode
+        except UnreadableImage as e:
+            skipped[e.reason] += 1
+            continue
+        if mode in GRAY_MODES:
+            skipped["grayscale"] += 1
+            continue
+        paths.append(path)
+    return paths, skipped
+
+
+def _is_val(path: Path, root: Path, val_fraction: float) -> bool:
+    """Deterministic split by a hash of the relative path (stable across machines and runs)."""
+    return zlib.crc32(str(path.relative_to(root)).encode()) % 10_000 < val_fraction * 10_000
+
+
+class FolderImages(PhotoCrops):
+    """Images from a list of paths; a file that fails to decode is replaced by the next one."""
+
+    def __init__(self, paths: list[Path], size: int, scale: int, train: bool, seed: int = 0):
+        super().__init__(self._read, len(paths), size, scale, train, len(paths), seed)
+        self.paths = paths
+
+    def _read(self, i: int) -> np.ndarray:
+        for offset in range(self.n):
+            path = self.paths[(i + offset) % self.n]
+            try:
+                return read_rgb(path)
+            except UnreadableImage as e:  # headers looked fine but the pixel data did not
+                warnings.warn(f"skipped while decoding: {e}", stacklevel=2)
+        raise RuntimeError("no image in the folder could be decoded")
+
+
+def folder_splits(root: str, size: int, scale: int, seed: int, val_root: str | None = None,
+                  val_fraction: float = 0.1):
+    """Train/val datasets from a directory tree (and an optional separate validation tree)."""
+    root_path = _existing_dir(root, "data.root")
+    paths, skipped = scan_folder(root_path)
+    if val_root is not None:
+        val_paths, val_skipped = scan_folder(_existing_dir(val_root, "data.val_root"))
+        skipped += val_skipped
+        train_paths = paths
+    else:
+        val_paths = [p for p in paths if _is_val(p, root_path, val_fraction)]
+        train_paths = [p for p in paths if not _is_val(p, root_path, val_fraction)]
+        if not val_paths and len(train_paths) > 1:
+            val_paths = [train_paths.pop()]
+    if skipped:
+        warnings.warn(summarize_skips(skipped, root), stacklevel=2)
+    if not train_paths or not val_paths:
+        raise ValueError(f"data.root={root} holds {len(paths)} usable colour images "
+                         f"({sum(skipped.values())} skipped); need at least one for training and one "
+                         f"for validation. Supported suffixes: {sorted(IMAGE_SUFFIXES)}")
+    return (FolderImages(train_paths, size, scale, True, seed),
+            FolderImages(val_paths, size, scale, False, seed))
+
+
+def _existing_dir(path: str | None, key: str) -> Path:
+    if path is None:
+        raise ValueError(f"{key} is not set: give a directory of images, e.g. {key}=/data/photos")
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{key}={path} is not a directory")
+    return p

@@ -1,0 +1,86 @@
+"""Train one experiment: ``python -m colorlab.fit experiment=NAME [group=choice] [key=value] [+key=value]``.
+
+Flags: ``--list`` lists the experiments, ``--cfg`` prints the composed config and exits.
+Writes into ``run_dir``: config.yaml, checkpoints/ (last.ckpt, best-*.ckpt), samples/*.png,
+metrics.json (final validation metrics) and the logger's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listing, parse_cli
+
+USAGE = __doc__.split("\n\n")[0]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model; returns the final validation metrics (also in metrics.json)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from colorlab.data import ColorDataModule
+    from colorlab.loggers import build_logger
+    from colorlab.models import build_model
+
+    run_dir = Path(cfg.run_dir)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run this command: same run_dir
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+    model = build_model(cfg)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
+                                 monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
+                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
+                         callbacks=[checkpoint], **OmegaConf.to_container(cfg.trainer, resolve=True))
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(model, datamodule=datamodule)
+
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
+    if trainer.is_global_zero:
+        summary = {**metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                   "train/gray_dropped": datamodule.gray_dropped,
+                   "best_checkpoint": checkpoint.best_model_path or None}
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"run written to {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        experiment, choices, overrides, flags = parse_cli(argv)
+        if "--help" in flags or "-h" in argv:
+            print(USAGE + "\n\nExperiments:\n" + experiment_listing())
+            return 0
+        if "--list" in flags:
+            print(experiment_listing())
+            return 0
+        unknown = flags - {"--cfg"}
+        if unknown:
+            raise ConfigError(f"unknown flag {sorted(unknown)}; valid: --list, --cfg, --help")
+        if experiment is None:
+            raise ConfigError("missing experiment=NAME; available:\n" + experiment_listing())
+        cfg = compose(experiment, choices, overrides)
+    except ConfigError as e:
+        print(f"colorlab.fit: error: {e}", file=sys.stderr)
+        return 2
+    if "--cfg" in flags:
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        return 0
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

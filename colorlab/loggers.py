@@ -1,0 +1,24 @@
+"""Experiment loggers from the ``logger`` config group: wandb (offline by default), csv or none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+LOGGERS = ("wandb", "csv", "none")
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
+    name = cfg.logger.name
+    if name == "none":
+        return False
+    if name == "csv":
+        return CSVLogger(save_dir=run_dir, name="", version="csv")
+    if name == "wandb":
+        return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+                           tags=list(cfg.logger.tags), name=f"{cfg.experiment}/{run_dir.name}",
+                           save_dir=str(run_dir), mode=cfg.logger.mode,
+                           config=OmegaConf.to_container(cfg, resolve=True))
+    raise ValueError(f"logger.name={name!r} is not a logger; valid: {LOGGERS}")

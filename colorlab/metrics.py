@@ -1,0 +1,80 @@
+"""The field's colorization metrics, as plain functions and as DDP-safe torchmetrics states.
+
+Conventions: ``ab`` in Lab units (B, 2, H, W); ``rgb`` in [0, 1] (B, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from colorlab.color import lab_to_uint8
+
+
+def chroma(ab: Tensor) -> Tensor:
+    """ab (B, 2, H, W) -> chroma sqrt(a^2 + b^2) (B, H, W), Lab units."""
+    return ab.float().pow(2).sum(dim=1).sqrt()
+
+
+def ab_error(ab_pred: Tensor, ab_true: Tensor) -> Tensor:
+    """Per-pixel Euclidean ab error, (B, H, W), Lab units."""
+    return chroma(ab_pred - ab_true)
+
+
+def colorfulness(rgb: Tensor) -> Tensor:
+    """Hasler and Suesstrunk (2003) colourfulness M of each image: rgb (B, 3, H, W) in [0, 1] -> (B,).
+
+    rg = R - G, yb = (R + G) / 2 - B on the 0..255 scale;
+    M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2).
+    """
+    r, g, b = (rgb.float() * 255.0).unbind(dim=1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    spread = (rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False)).sqrt()
+    offset = (rg.mean(dim=1).pow(2) + yb.mean(dim=1).pow(2)).sqrt()
+    return spread + 0.3 * offset
+
+
+class ColorMetrics(nn.Module):
+    """Validation metrics accumulated over batches and synchronised across DDP ranks.
+
+    update(lab_pred, lab_true, bimodal=None): Lab (B, 3, H, W) of prediction and truth (same L);
+    ``bimodal`` (B, 1, H, W) bool marks the synthetic data's two-colour shapes.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        names = ("ab_error", "ab_error_gray", "colorfulness", "colorfulness_true", "chroma",
+                 "chroma_bimodal", "chroma_bimodal_true")
+        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
+        self.has_bimodal = False
+
+    @torch.no_grad()
+    def update(self, lab_pred: Tensor, lab_true: Tensor, bimodal: Tensor | None = None) -> None:
+        ab_pred, ab_true = lab_pred[:, 1:], lab_true[:, 1:]
+        rgb_pred, rgb_true = lab_to_uint8(lab_pred), lab_to_uint8(lab_true)
+        self.psnr.update(rgb_pred.float(), rgb_true.float())  # PSNR on 8-bit RGB, as in Zhang 2017
+        m = self.means
+        m["ab_error"].update(ab_error(ab_pred, ab_true))
+        m["ab_error_gray"].update(chroma(ab_true))  # the error of predicting ab = 0
+        m["colorfulness"].update(colorfulness(rgb_pred / 255.0))
+        m["colorfulness_true"].update(colorfulness(rgb_true / 255.0))
+        m["chroma"].update(chroma(ab_pred))
+        if bimodal is not None:
+            self.has_bimodal = True
+            weight = bimodal[:, 0].float()
+            m["chroma_bimodal"].update(chroma(ab_pred), weight)
+            m["chroma_bimodal_true"].update(chroma(ab_true), weight)
+
+    def compute(self, prefix: str = "val/") -> dict[str, Tensor]:
+        skip = set() if self.has_bimodal else {"chroma_bimodal", "chroma_bimodal_true"}
+        out = {f"{prefix}{name}": metric.compute() for name, metric in self.means.items() if name not in skip}
+        out[f"{prefix}psnr"] = self.psnr.compute()
+        return out
+
+    def reset(self) -> None:
+        self.psnr.reset()
+        for metric in self.means.values():
+            metric.reset()

@@ -1,0 +1,44 @@
+"""Loss formulations (LightningModules) and how to build or reload them from a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from colorlab.models.base import Colorizer
+from colorlab.models.regression import RegressionColorizer
+from colorlab.nets import build_net
+
+FORMULATIONS: dict[str, type[Colorizer]] = {"regression": RegressionColorizer}
+
+
+def build_model(cfg: DictConfig) -> Colorizer:
+    """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    name = model_cfg.pop("name")
+    if name not in FORMULATIONS:
+        raise ValueError(f"model.name={name!r} is not a formulation; valid: {sorted(FORMULATIONS)}")
+    cls = FORMULATIONS[name]
+    net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
+    net = build_net(out_channels=cls.net_out_channels(**model_cfg), **net_cfg)
+    model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg)
+    model.config = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -> Colorizer:
+    """Rebuild a trained model from a colorlab checkpoint (weights only; no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not a torch file): {e}") from e
+    if not isinstance(checkpoint, dict) or checkpoint.get("colorlab_config") is None:
+        raise ValueError(f"{path} is not a colorlab checkpoint (no 'colorlab_config' entry)")
+    model = build_model(OmegaConf.create(checkpoint["colorlab_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -1,0 +1,108 @@
+"""The base LightningModule that every loss formulation extends.
+
+A formulation supplies three things: how many maps its network outputs (``net_out_channels``),
+its loss on the network output, and how it decodes that output to ab. Everything else —
+the training and validation loops, metrics, sample grids, optimiser and schedule — is here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from colorlab.color import denormalize_lab
+from colorlab.metrics import ColorMetrics
+from colorlab.viz import sample_grid, save_png
+
+SCHEDULERS = ("cosine", "none")
+
+
+class Colorizer(pl.LightningModule):
+    """net: L (B, 1, H, W) -> maps (B, net_out_channels, H/s, W/s), s = net.output_stride."""
+
+    def __init__(self, net: nn.Module, optim: dict, n_samples: int = 8):
+        super().__init__()
+        if optim.get("scheduler", "none") not in SCHEDULERS:
+            raise ValueError(f"optim.scheduler must be one of {SCHEDULERS}. Got {optim['scheduler']!r}")
+        self.net, self.optim, self.n_samples = net, dict(optim), n_samples
+        self.val_metrics = ColorMetrics()
+        self.config: dict | None = None  # the resolved run config, stored in checkpoints
+        self._samples: tuple[Tensor, Tensor] | None = None
+
+    # --- what a formulation defines -------------------------------------------------------
+    @classmethod
+    def net_out_channels(cls, **model_config) -> int:
+        raise NotImplementedError
+
+    def loss(self, out: Tensor, batch: dict) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, out: Tensor) -> Tensor:
+        """Network output -> ab_norm (B, 2, H/s, W/s) in [-1, 1]."""
+        raise NotImplementedError
+
+    # --- shared machinery -----------------------------------------------------------------
+    def forward(self, l: Tensor) -> Tensor:
+        return self.net(l)
+
+    def predict_ab(self, out: Tensor, size: tuple[int, int]) -> Tensor:
+        """Decoded ab_norm upsampled to the input resolution: (B, 2, H, W)."""
+        ab = self.decode(out).float()
+        return ab if ab.shape[-2:] == size else F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if batch["l"].shape[0] == 0:  # every image of the batch was gray
+            return None
+        loss = self.loss(self(batch["l"]), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch["l"])
+        self.log("val/loss", self.loss(out, batch), sync_dist=True, batch_size=batch["l"].shape[0])
+        lab_pred = denormalize_lab(batch["l"], self.predict_ab(out, batch["l"].shape[-2:]))
+        lab_true = denormalize_lab(batch["l"], batch["ab"])
+        self.val_metrics.update(lab_pred, lab_true, batch.get("bimodal"))
+        self.validation_extra(out, batch)
+        if batch_idx == 0:
+            self._samples = (lab_pred[: self.n_samples].detach(), lab_true[: self.n_samples].detach())
+
+    def validation_extra(self, out: Tensor, batch: dict) -> None:
+        """Formulation-specific validation metrics (a hook; regression has none)."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute())
+        self.val_metrics.reset()
+        if self._samples is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            self.save_samples(*self._samples)
+        self._samples = None
+
+    def save_samples(self, lab_pred: Tensor, lab_true: Tensor) -> None:
+        grid = sample_grid(lab_pred, lab_true)
+        save_png(grid, self.run_dir / "samples" / f"epoch_{self.current_epoch:03d}.png")
+        if hasattr(self.logger, "log_image"):  # W&B
+            self.logger.log_image("val/samples", [grid], step=self.global_step,
+                                  caption=["gray | prediction | ground truth"])
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
+                                      weight_decay=self.optim["weight_decay"],
+                                      betas=tuple(self.optim["betas"]))
+        if self.optim["scheduler"] == "none":
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.optim["lr"], total_steps=steps, pct_start=self.optim["warmup"],
+            anneal_strategy="cos")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["colorlab_config"] = self.config
