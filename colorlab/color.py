@@ -18,9 +18,9 @@ from torch import Tensor
 L_CENTER = 50.0
 L_NORM = 100.0
 AB_NORM = 110.0
-# Zhang et al. drop images whose ab range (max - min, summed over a and b) is below this:
-# they are grayscale photographs stored as RGB and carry no colour to learn from.
-GRAY_AB_RANGE = 5.0
+# Zhang et al. drop images "whose ab is nearly zero everywhere": grayscale photographs stored as
+# RGB carry no colour to learn from. An image is gray when no pixel has chroma above this.
+GRAY_CHROMA = 5.0
 
 
 def _check_channels(x: Tensor, channels: int, name: str) -> None:
@@ -73,13 +73,11 @@ def gray_to_rgb(l_norm: Tensor) -> Tensor:
     return lab_to_rgb(denormalize_lab(l_norm, torch.zeros_like(l_norm).expand(-1, 2, -1, -1)))
 
 
-def is_gray(ab: Tensor, threshold: float = GRAY_AB_RANGE) -> Tensor:
+def is_gray(ab: Tensor, threshold: float = GRAY_CHROMA) -> Tensor:
     """Which images of a batch are grayscale: ab (B, 2, H, W) in Lab units -> bool (B,).
 
-    An image counts as gray when its ab range (max - min over pixels, summed over a and b)
-    is below ``threshold`` Lab units (Zhang et al.'s filter).
+    Gray means every pixel's chroma sqrt(a^2 + b^2) is below ``threshold`` Lab units. (Zhang's
+    released code tests the ab range instead, which also drops flat single-colour images.)
     """
     _check_channels(ab, 2, "ab")
-    flat = ab.flatten(2)
-    ab_range = (flat.amax(dim=2) - flat.amin(dim=2)).sum(dim=1)
-    return ab_range < threshold
+    return ab.float().pow(2).sum(dim=1).flatten(1).amax(dim=1).sqrt() < threshold

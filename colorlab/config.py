@@ -86,16 +86,28 @@ def resolve_experiment(name: str) -> Path:
     return experiments[name]
 
 
-def compose(experiment: str, choices: dict[str, str] | None = None,
-            overrides: list[str] | None = None) -> DictConfig:
-    """The full config of one run.
+def split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    """'group=choice' items (e.g. data=folder) apart from 'dotted.key=value' / '+new.key=value' ones."""
+    choices, rest = {}, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected key=value, got '{item}'")
+        if key in GROUPS:
+            choices[key] = value
+        else:
+            rest.append(item)
+    return choices, rest
 
-    choices: group -> file name (e.g. {'data': 'folder'}), from the command line.
-    overrides: 'dotted.key=value' or '+new.key=value' strings, from the command line.
+
+def compose(experiment: str, overrides: list[str] | None = None) -> DictConfig:
+    """The full config of one run, from command-line style overrides:
+    'group=choice' (data=folder), 'dotted.key=value' (an existing key) or '+new.key=value'.
     """
     base = _load_yaml(CONF_DIR / "defaults.yaml")
     exp = _load_yaml(resolve_experiment(experiment))
-    selected = {**base.pop("defaults"), **exp.pop("defaults", {}), **(choices or {})}
+    choices, overrides = split_overrides(overrides or [])
+    selected = {**base.pop("defaults"), **exp.pop("defaults", {}), **choices}
 
     for group, choice in selected.items():
         if group not in GROUPS:
@@ -112,10 +124,8 @@ def compose(experiment: str, choices: dict[str, str] | None = None,
         _check_key(cfg, key, f"in experiment file {experiment}")
     cfg = OmegaConf.merge(cfg, exp)
 
-    for item in overrides or []:
-        key, sep, _ = item.partition("=")
-        if not sep:
-            raise ConfigError(f"expected key=value, got '{item}'")
+    for item in overrides:
+        key = item.partition("=")[0]
         if key.startswith("+"):
             with open_dict(cfg):
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item[1:]]))
@@ -140,23 +150,19 @@ def default_run_dir(experiment: str) -> str:
     return f"runs/{experiment}/{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, str], list[str], set[str]]:
-    """argv -> (experiment, group choices, dotted overrides, flags such as --cfg)."""
-    experiment, choices, overrides, flags = None, {}, [], set()
+def parse_cli(argv: list[str]) -> tuple[str | None, list[str], set[str]]:
+    """argv -> (experiment, overrides, flags such as --cfg)."""
+    experiment, overrides, flags = None, [], set()
     for arg in argv:
-        if arg.startswith("--"):
+        if arg.startswith("-"):
             flags.add(arg)
-            continue
-        key, sep, value = arg.partition("=")
-        if not sep:
+        elif "=" not in arg:
             raise ConfigError(f"expected key=value or a --flag, got '{arg}'")
-        if key == "experiment":
-            experiment = value
-        elif key in GROUPS:
-            choices[key] = value
+        elif arg.startswith("experiment="):
+            experiment = arg.partition("=")[2]
         else:
             overrides.append(arg)
-    return experiment, choices, overrides, flags
+    return experiment, overrides, flags
 
 
 def experiment_listing() -> str:

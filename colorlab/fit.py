@@ -59,19 +59,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        experiment, choices, overrides, flags = parse_cli(argv)
-        if "--help" in flags or "-h" in argv:
+        experiment, overrides, flags = parse_cli(argv)
+        if flags & {"--help", "-h"}:
             print(USAGE + "\n\nExperiments:\n" + experiment_listing())
             return 0
         if "--list" in flags:
             print(experiment_listing())
             return 0
-        unknown = flags - {"--cfg"}
+        unknown = flags - {"--cfg", "--list", "--help", "-h"}
         if unknown:
             raise ConfigError(f"unknown flag {sorted(unknown)}; valid: --list, --cfg, --help")
         if experiment is None:
             raise ConfigError("missing experiment=NAME; available:\n" + experiment_listing())
-        cfg = compose(experiment, choices, overrides)
+        cfg = compose(experiment, overrides)
     except ConfigError as e:
         print(f"colorlab.fit: error: {e}", file=sys.stderr)
         return 2

@@ -64,12 +64,13 @@ class PhotoCrops(Dataset):
     ``length`` crops cycling over them), resized to ``scale`` and cropped deterministically.
     """
 
-    def __init__(self, load: Callable[[int], np.ndarray], n: int, size: int, scale: int,
-                 train: bool, length: int | None = None, seed: int = 0, names: list[str] | None = None):
+    def __init__(self, load: Callable[[int], np.ndarray], n: int, size: int, scale: int | None,
+                 train: bool, length: int | None = None, seed: int = 0):
+        scale = scale or round(size * 8 / 7)  # 256 -> 292, the usual 224/256 margin
         if scale < size:
             raise ValueError(f"scale (shorter side before cropping) must be >= size. Got {scale} < {size}")
         self.load, self.n, self.size, self.scale = load, n, size, scale
-        self.train, self.length, self.seed, self.names = train, length or n, seed, names
+        self.train, self.length, self.seed = train, length or n, seed
 
     def __len__(self) -> int:
         return self.length
@@ -138,7 +139,7 @@ def _is_val(path: Path, root: Path, val_fraction: float) -> bool:
 class FolderImages(PhotoCrops):
     """Images from a list of paths; a file that fails to decode is replaced by the next one."""
 
-    def __init__(self, paths: list[Path], size: int, scale: int, train: bool, seed: int = 0):
+    def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0):
         super().__init__(self._read, len(paths), size, scale, train, len(paths), seed)
         self.paths = paths
 
@@ -152,7 +153,7 @@ class FolderImages(PhotoCrops):
         raise RuntimeError("no image in the folder could be decoded")
 
 
-def folder_splits(root: str, size: int, scale: int, seed: int, val_root: str | None = None,
+def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val_root: str | None = None,
                   val_fraction: float = 0.1):
     """Train/val datasets from a directory tree (and an optional separate validation tree)."""
     root_path = _existing_dir(root, "data.root")

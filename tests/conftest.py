@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+# Tests never talk to W&B and never use a GPU unless marked.
+os.environ["WANDB_MODE"] = "disabled"
+torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides that make any experiment a seconds-long CPU run."""
+    return [f"run_dir={tmp_path / 'run'}", "logger=none", "data.num_workers=0",
+            "data.batch_size=8", "data.train_size=32", "data.val_size=16",
+            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]

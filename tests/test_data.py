@@ -1,0 +1,96 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from colorlab.color import AB_NORM, uint8_to_lab
+from colorlab.data import ColorDataModule
+from colorlab.data.photos import folder_splits, samples_splits, scan_folder
+from colorlab.data.synthetic import BIMODAL_AB, SyntheticScenes
+from tests.corpus import write_corpus
+
+
+def test_synthetic_items_shapes_and_determinism():
+    dataset = SyntheticScenes(size=48, length=10, seed=3, split="train")
+    item = dataset[4]
+    assert item["rgb"].shape == (3, 48, 48) and item["rgb"].dtype == torch.uint8
+    assert item["bimodal"].shape == (1, 48, 48) and item["bimodal"].dtype == torch.bool
+    assert item["bimodal"].any()
+    assert torch.equal(SyntheticScenes(48, 10, 3, "train")[4]["rgb"], item["rgb"])
+    assert not torch.equal(SyntheticScenes(48, 10, 4, "train")[4]["rgb"], item["rgb"])
+    assert not torch.equal(SyntheticScenes(48, 10, 3, "val")[4]["rgb"], item["rgb"])
+
+
+def test_bimodal_shape_takes_two_opposite_colours_with_configured_odds():
+    dataset = SyntheticScenes(size=32, length=400, seed=0, split="val", p_first=0.7)
+    firsts = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        ab = uint8_to_lab(item["rgb"][None])[0, 1:]
+        mean_ab = ab[:, item["bimodal"][0]].mean(dim=1)
+        # the colours survive the trip through 8-bit sRGB: they are in gamut
+        distances = [float((mean_ab - torch.tensor(sign * np.array(BIMODAL_AB))).norm()) for sign in (1, -1)]
+        assert min(distances) < 3.0, distances
+        firsts += distances[0] < distances[1]
+    assert abs(firsts / len(dataset) - 0.7) < 0.07  # binomial sd at n=400 is 0.023
+
+
+def test_synthetic_rejects_bad_probability():
+    with pytest.raises(ValueError, match="p_first must be in"):
+        SyntheticScenes(32, 4, 0, "train", p_first=0.2)
+
+
+def test_datamodule_converts_to_lab_on_transfer_and_drops_gray_in_training():
+    dm = ColorDataModule(name="synthetic", size=32, batch_size=4, num_workers=0, seed=0,
+                         train_size=8, val_size=4, p_first=0.7)
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    batch["rgb"][1] = 128  # make one image gray
+    out = dm.on_after_batch_transfer({k: v.clone() for k, v in batch.items()}, 0)
+    assert out["l"].shape == (4, 1, 32, 32) and out["ab"].shape == (4, 2, 32, 32)
+    assert out["l"].dtype == torch.float32 and out["l"].abs().max() <= 0.5
+    torch.testing.assert_close(out["ab"] * AB_NORM, uint8_to_lab(batch["rgb"])[:, 1:])
+    assert len(out["ab"]) == 4  # validation keeps gray images
+
+    class Training:
+        training = True
+
+    dm.trainer = Training()
+    out = dm.on_after_batch_transfer({k: v.clone() for k, v in batch.items()}, 0)
+    assert out["index"].tolist() == [0, 2, 3] and dm.gray_dropped == 1
+
+
+def test_samples_source_splits_by_photo():
+    train, val = samples_splits(size=32, scale=64, seed=0, train_size=6, val_size=3, val_photos=["chelsea"])
+    assert len(train) == 6 and len(val) == 3
+    assert train[0]["rgb"].shape == (3, 32, 32)
+    assert torch.equal(val[1]["rgb"], val[1]["rgb"])  # validation crops are deterministic
+    with pytest.raises(ValueError, match="proper subset"):
+        samples_splits(size=32, scale=64, seed=0, train_size=6, val_size=3, val_photos=["lena"])
+
+
+def test_folder_skips_and_counts_bad_files(tmp_path):
+    files = write_corpus(tmp_path / "photos")
+    paths, skipped = scan_folder(tmp_path / "photos")
+    assert skipped == {"empty file": 1, "not an image": 2, "decompression bomb": 1, "grayscale": 2}
+    assert files["truncated.jpg"] in paths  # only detectable by decoding: skipped by the dataset
+    with pytest.warns(UserWarning, match="6 files skipped"):
+        train, val = folder_splits(str(tmp_path / "photos"), size=16, scale=24, seed=0, val_fraction=0.2)
+    assert len(train) + len(val) == len(paths) and len(val) >= 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [d[i] for d in (train, val) for i in range(len(d))]
+    assert all(item["rgb"].shape == (3, 16, 16) for item in items)
+    assert [str(w.message) for w in caught if "truncated.jpg" in str(w.message)]
+
+
+def test_folder_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.root=.*is not a directory"):
+        folder_splits(str(tmp_path / "nope"), size=16, scale=24, seed=0)
+    with pytest.raises(ValueError, match="data.root is not set"):
+        folder_splits(None, size=16, scale=24, seed=0)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match="holds 0 usable colour images"):
+        folder_splits(str(tmp_path / "empty"), size=16, scale=24, seed=0)
