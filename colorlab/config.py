@@ -100,12 +100,13 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     return choices, rest
 
 
-def compose(experiment: str, overrides: list[str] | None = None) -> DictConfig:
+def compose(experiment: str | None, overrides: list[str] | None = None) -> DictConfig:
     """The full config of one run, from command-line style overrides:
     'group=choice' (data=folder), 'dotted.key=value' (an existing key) or '+new.key=value'.
+    experiment=None composes the defaults alone (for commands such as colorlab.prior).
     """
     base = _load_yaml(CONF_DIR / "defaults.yaml")
-    exp = _load_yaml(resolve_experiment(experiment))
+    exp = _load_yaml(resolve_experiment(experiment)) if experiment else OmegaConf.create()
     choices, overrides = split_overrides(overrides or [])
     selected = {**base.pop("defaults"), **exp.pop("defaults", {}), **choices}
 
@@ -133,7 +134,7 @@ def compose(experiment: str, overrides: list[str] | None = None) -> DictConfig:
         _check_key(cfg, key, "on the command line")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
 
-    cfg.experiment = Path(experiment).stem
+    cfg.experiment = Path(experiment).stem if experiment else "defaults"
     with open_dict(cfg):
         cfg.choices = selected  # recorded for the run's config.yaml
     if cfg.run_dir is None:

@@ -22,4 +22,5 @@ def tiny_overrides(tmp_path):
     """Overrides that make any experiment a seconds-long CPU run."""
     return [f"run_dir={tmp_path / 'run'}", "logger=none", "data.num_workers=0",
             "data.batch_size=8", "data.train_size=32", "data.val_size=16",
-            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+            f"prior.cache_dir={tmp_path / 'priors'}", "prior.max_images=64"]

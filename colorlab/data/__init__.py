@@ -1,3 +1,3 @@
-from colorlab.data.datamodule import SOURCES, ColorDataModule
+from colorlab.data.datamodule import SOURCES, ColorDataModule, add_lab
 
-__all__ = ["SOURCES", "ColorDataModule"]
+__all__ = ["SOURCES", "ColorDataModule", "add_lab"]

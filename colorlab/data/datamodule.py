@@ -18,6 +18,13 @@ from colorlab.data.synthetic import synthetic_splits
 SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits}
 
 
+def add_lab(batch: dict) -> dict:
+    """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
+    the device of ``batch['rgb']`` (uint8 (B, 3, H, W))."""
+    batch["l"], batch["ab"] = normalize_lab(uint8_to_lab(batch["rgb"]))
+    return batch
+
+
 class ColorDataModule(pl.LightningDataModule):
     """Batches are dicts: ``rgb`` uint8 (B, 3, H, W), ``index`` (B,), optionally ``bimodal``
     bool (B, 1, H, W); after transfer also ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab``
@@ -48,8 +55,7 @@ class ColorDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, train=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        lab = uint8_to_lab(batch["rgb"])
-        batch["l"], batch["ab"] = normalize_lab(lab)
+        batch = add_lab(batch)
         if self.trainer is not None and self.trainer.training:
             keep = ~is_gray(batch["ab"] * AB_NORM)
             if not keep.all():

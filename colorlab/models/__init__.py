@@ -8,14 +8,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from colorlab.models.base import Colorizer
+from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
 from colorlab.nets import build_net
 
-FORMULATIONS: dict[str, type[Colorizer]] = {"regression": RegressionColorizer}
+FORMULATIONS: dict[str, type[Colorizer]] = {
+    "regression": RegressionColorizer,
+    "bins1d": Bins1DColorizer,
+    "bins2d": Bins2DColorizer,
+}
 
 
-def build_model(cfg: DictConfig) -> Colorizer:
-    """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``."""
+def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
+    """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``.
+
+    with_data=False skips what needs the dataset (a bin prior): for loading a checkpoint.
+    """
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     name = model_cfg.pop("name")
     if name not in FORMULATIONS:
@@ -23,7 +31,8 @@ def build_model(cfg: DictConfig) -> Colorizer:
     cls = FORMULATIONS[name]
     net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
     net = build_net(out_channels=cls.net_out_channels(**model_cfg), **net_cfg)
-    model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg)
+    model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg,
+                **cls.prepare(cfg, with_data))
     model.config = OmegaConf.to_container(cfg, resolve=True)
     return model
 
@@ -39,6 +48,6 @@ def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not a torch file): {e}") from e
     if not isinstance(checkpoint, dict) or checkpoint.get("colorlab_config") is None:
         raise ValueError(f"{path} is not a colorlab checkpoint (no 'colorlab_config' entry)")
-    model = build_model(OmegaConf.create(checkpoint["colorlab_config"]))
+    model = build_model(OmegaConf.create(checkpoint["colorlab_config"]), with_data=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

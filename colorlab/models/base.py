@@ -1,7 +1,8 @@
 """The base LightningModule that every loss formulation extends.
 
-A formulation supplies three things: how many maps its network outputs (``net_out_channels``),
-its loss on the network output, and how it decodes that output to ab. Everything else —
+A formulation supplies how many maps its network outputs (``net_out_channels``), its loss on
+the network output, how it decodes that output to ab, and optionally what it needs from the data
+(``prepare``). Everything else —
 the training and validation loops, metrics, sample grids, optimiser and schedule — is here.
 """
 
@@ -37,6 +38,12 @@ class Colorizer(pl.LightningModule):
     @classmethod
     def net_out_channels(cls, **model_config) -> int:
         raise NotImplementedError
+
+    @classmethod
+    def prepare(cls, cfg, with_data: bool) -> dict:
+        """Constructor arguments derived from the data (e.g. a bin prior); placeholders of the
+        right shape when ``with_data`` is False, for a checkpoint's state_dict to fill."""
+        return {}
 
     def loss(self, out: Tensor, batch: dict) -> Tensor:
         raise NotImplementedError

@@ -21,7 +21,7 @@ class PlainCNN(nn.Module):
         if depth < 1 or downsamples < 0 or dilated_blocks < 0:
             raise ValueError(f"need depth >= 1, downsamples >= 0, dilated_blocks >= 0. "
                              f"Got {depth}, {downsamples}, {dilated_blocks}")
-        self.output_stride = 2**downsamples
+        self.output_stride = self.size_multiple = 2**downsamples
         layers, channels = [], in_channels
         for block in range(downsamples + 1):
             block_width = width * 2**block
@@ -35,5 +35,5 @@ class PlainCNN(nn.Module):
         self.head = nn.Conv2d(channels, out_channels, kernel_size=1)
 
     def forward(self, l: Tensor) -> Tensor:
-        check_input_size(l, self.output_stride, "plain")
+        check_input_size(l, self.size_multiple, "plain")
         return self.head(self.body(l))

@@ -1,0 +1,229 @@
+"""ab bins: in-gamut centres, soft encoding, priors, rebalancing weights, annealed-mean decoding.
+
+Plain tensors in, plain tensors out, on any device, vectorised (no Python loop over pixels).
+ab values are in Lab units unless a name says ``_norm``.
+
+Soft encoding (Zhang et al. 2016) gives each pixel's k nearest bin centres Gaussian weights.
+A brute-force k-NN compares every pixel with every centre (Q = 313). Because ab lives in a
+bounded plane, we instead precompute, for every 1x1 ab cell, the few centres that can be among
+the k nearest of *any* point in that cell; a pixel then looks at ~10 candidates instead of Q.
+This is exact, not an approximation (see ``_candidate_table``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from colorlab.color import rgb_to_lab
+
+AB_LIMIT = 110.0  # the ab grid spans [-AB_LIMIT, AB_LIMIT]^2 (richzhang)
+CELL = 1.0  # side of the lookup cells for the candidate table, Lab units
+
+
+# --- bin centres -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _srgb_ab_hull() -> np.ndarray:
+    """Vertices (V, 2) of the convex hull of all 8-bit sRGB colours projected onto ab, CCW order.
+
+    The hull's extreme points lie on the surface of the RGB cube, so its six faces suffice.
+    """
+    from scipy.spatial import ConvexHull
+
+    levels = torch.arange(256, dtype=torch.float32) / 255.0
+    u, v = torch.meshgrid(levels, levels, indexing="ij")
+    faces = []
+    for axis in range(3):
+        for value in (0.0, 1.0):
+            face = [u, v]
+            face.insert(axis, torch.full_like(u, value))
+            faces.append(torch.stack(face))
+    ab = rgb_to_lab(torch.stack(faces))[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2).double().numpy()
+    hull = ConvexHull(ab)
+    return ab[hull.vertices]  # scipy gives 2-D hull vertices in counter-clockwise order
+
+
+def _inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """points (N, 2), convex CCW polygon (V, 2) -> bool (N,), boundary counted as inside."""
+    edges = np.roll(polygon, -1, axis=0) - polygon
+    rel = points[:, None, :] - polygon[None]
+    cross = edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0]
+    return (cross >= -1e-9).all(axis=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _gamut_centers(grid: float) -> Tensor:
+    half = int(round(AB_LIMIT / grid))
+    axis = np.arange(-half, half + 1) * grid
+    a, b = np.meshgrid(axis, axis, indexing="ij")  # a-major order, as richzhang's pts_in_hull
+    centers = np.stack([a.ravel(), b.ravel()], axis=1)
+    offsets = np.array([(da, db) for da in (-grid, 0, grid) for db in (-grid, 0, grid)])
+    hull = _srgb_ab_hull()
+    near = np.stack([_inside_polygon(centers + o, hull) for o in offsets]).any(axis=0)
+    return torch.from_numpy(centers[near]).float()
+
+
+def gamut_centers(grid: float = 10.0) -> Tensor:
+    """The in-gamut ab bin centres (Q, 2), a-major order; for grid 10 exactly Zhang's 313 bins.
+
+    A grid centre c (step ``grid`` over [-110, 110]^2) is kept when one of the nine points
+    c + {-grid, 0, grid}^2 lies in the convex hull of the sRGB gamut projected onto ab.
+    """
+    if grid <= 0 or AB_LIMIT % grid:
+        raise ValueError(f"grid must be a positive divisor of {AB_LIMIT}. Got {grid}")
+    return _gamut_centers(float(grid)).clone()
+
+
+def frequent_centers(centers: Tensor, prior: Tensor, n: int) -> Tensor:
+    """The n most frequent centres (n, 2) under ``prior`` (Q,), in their original order."""
+    if not 1 <= n <= len(centers):
+        raise ValueError(f"n_bins must be in [1, {len(centers)}] for these centres. Got {n}")
+    keep = prior.topk(n).indices.sort().values
+    return centers[keep]
+
+
+# --- encoding ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _candidate_table_cached(centers_bytes: bytes, q: int, k: int, device: str) -> Tensor:
+    centers = torch.frombuffer(bytearray(centers_bytes), dtype=torch.float32).view(q, 2)
+    n_cells = int(2 * AB_LIMIT / CELL)
+    cell_centres = (torch.arange(n_cells) + 0.5) * CELL - AB_LIMIT
+    grid = torch.stack(torch.meshgrid(cell_centres, cell_centres, indexing="ij"), dim=-1).view(-1, 2)
+    dist = torch.cdist(grid.double(), centers.double())  # (cells, Q)
+    # Any point x of a cell with centre c has |x - c| <= r (half diagonal). A centre q among x's
+    # k nearest satisfies |c - q| <= |x - q| + r <= d_k(x) + r <= d_k(c) + 2r, so every centre
+    # within d_k(c) + 2r of c is a candidate, and no other centre can be among the k nearest.
+    radius = dist.topk(min(k, q), dim=1, largest=False).values[:, -1:] + 2 * (CELL * 2**0.5 / 2) + 1e-6
+    is_candidate = dist <= radius
+    width = int(is_candidate.sum(dim=1).max())
+    order = torch.where(is_candidate, dist, torch.inf).argsort(dim=1)[:, :width]
+    valid = is_candidate.gather(1, order)
+    table = torch.where(valid, order, q)  # index q is a sentinel "no centre" (infinitely far)
+    return table.view(n_cells, n_cells, width).to(device)
+
+
+def _candidates(centers: Tensor, k: int) -> Tensor:
+    c = centers.detach().float().cpu().contiguous()
+    return _candidate_table_cached(c.numpy().tobytes(), len(c), k, str(centers.device))
+
+
+def knn_encode(ab: Tensor, centers: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k nearest centres of each pixel, exactly: ab (B, 2, H, W) -> (indices (B, k, H, W) long,
+    squared distances (B, k, H, W)), nearest first. Values outside [-110, 110] are clamped."""
+    if ab.dim() != 4 or ab.shape[1] != 2:
+        raise ValueError(f"ab must have shape (B, 2, H, W). Got {tuple(ab.shape)}")
+    k = min(k, len(centers))
+    table = _candidates(centers, k)  # (cells, cells, C)
+    ab = ab.float().clamp(-AB_LIMIT, AB_LIMIT - 1e-3)
+    cell = ((ab + AB_LIMIT) / CELL).long().clamp(0, table.shape[0] - 1)  # (B, 2, H, W)
+    candidates = table[cell[:, 0], cell[:, 1]]  # (B, H, W, C)
+    padded = torch.cat([centers.float(), centers.new_full((1, 2), torch.inf)])
+    cand_ab = padded[candidates]  # (B, H, W, C, 2)
+    d2 = (cand_ab - ab.permute(0, 2, 3, 1)[..., None, :]).pow(2).sum(-1).nan_to_num(torch.inf)
+    d2, nearest = d2.topk(k, dim=-1, largest=False)  # (B, H, W, k)
+    idx = candidates.gather(-1, nearest)
+    return idx.permute(0, 3, 1, 2), d2.permute(0, 3, 1, 2)
+
+
+def hard_encode(ab: Tensor, centers: Tensor) -> Tensor:
+    """Index of the nearest centre: ab (B, 2, H, W) -> long (B, H, W)."""
+    return knn_encode(ab, centers, 1)[0][:, 0]
+
+
+def soft_encode_sparse(ab: Tensor, centers: Tensor, k: int = 5, sigma: float = 5.0) -> tuple[Tensor, Tensor]:
+    """Soft targets in sparse form: (indices (B, k, H, W), weights (B, k, H, W) summing to 1 over k)."""
+    idx, d2 = knn_encode(ab, centers, k)
+    weights = torch.softmax(-d2 / (2 * sigma**2), dim=1)  # Gaussian weights, normalised
+    return idx, weights
+
+
+def soft_encode(ab: Tensor, centers: Tensor, k: int = 5, sigma: float = 5.0) -> Tensor:
+    """Zhang et al.'s soft encoding: ab (B, 2, H, W) in Lab units -> (B, Q, H, W) summing to 1 over Q.
+
+    Each pixel's k nearest centres get weights exp(-d^2 / (2 sigma^2)), normalised.
+    """
+    idx, weights = soft_encode_sparse(ab, centers, k, sigma)
+    b, _, h, w = ab.shape
+    return weights.new_zeros(b, len(centers), h, w).scatter_(1, idx, weights)
+
+
+# --- prior and rebalancing ---------------------------------------------------------------------
+def bin_counts(ab: Tensor, centers: Tensor) -> Tensor:
+    """Pixel counts per bin (Q,) of a batch ab (B, 2, H, W) (nearest-centre assignment)."""
+    return torch.bincount(hard_encode(ab, centers).flatten(), minlength=len(centers)).double()
+
+
+def smooth_prior(counts: Tensor, centers: Tensor, sigma: float = 5.0) -> Tensor:
+    """Empirical distribution (Q,) from counts, each bin's mass spread to its neighbours by a
+    Gaussian of ``sigma`` Lab units (mass preserved), as Zhang et al. smooth their prior."""
+    p = counts.double() / counts.sum().clamp_min(1)
+    if sigma <= 0:
+        return p
+    kernel = torch.exp(-torch.cdist(centers.double(), centers.double()).pow(2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum(dim=0, keepdim=True)  # column j spreads bin j's mass
+    return kernel @ p
+
+
+def rebalance_weights(prior: Tensor, lam: float) -> Tensor:
+    """w ∝ ((1 - λ) p + λ / Q)^-1, normalised so that sum_q p_q w_q = 1.
+
+    λ = 1: uniform weights (no rebalancing); λ = 0: w ∝ 1/p (full rebalancing).
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1]. Got {lam}")
+    p = prior.double()
+    w = 1.0 / ((1.0 - lam) * p + lam / len(p))
+    return (w / (p * w).sum()).to(prior.dtype)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+def annealed_mean_logits(logits: Tensor, centers: Tensor, temperature: float) -> Tensor:
+    """Logits (B, Q, H, W) -> ab (B, 2, H, W): E[softmax(logits / T)] over the centres.
+
+    softmax(logits / T) equals softmax(log p / T) of p = softmax(logits). T = 0 gives the mode.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is the mode). Got {temperature}")
+    centers = centers.to(logits.device, torch.float32)
+    if temperature == 0:
+        return centers[logits.argmax(dim=1)].permute(0, 3, 1, 2)
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("bqhw,qc->bchw", probs, centers)
+
+
+def annealed_mean(probs: Tensor, centers: Tensor, temperature: float) -> Tensor:
+    """Probabilities (B, Q, H, W) -> ab (B, 2, H, W); T = 1 the mean, T -> 0 the mode (T = 0 exact)."""
+    return annealed_mean_logits(probs.float().clamp_min(1e-30).log(), centers, temperature)
+
+
+def entropy(logits: Tensor, dim: int = 1) -> Tensor:
+    """Entropy in nats of softmax(logits) along dim."""
+    log_p = F.log_softmax(logits.float(), dim=dim)
+    return -(log_p.exp() * log_p).sum(dim=dim)
+
+
+# --- 1D bins (a and b classified separately) ----------------------------------------------------
+def centers_1d(n_bins: int) -> Tensor:
+    """Centres (K,) of K equal bins over [-110, 110], used for both a and b."""
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be >= 2. Got {n_bins}")
+    width = 2 * AB_LIMIT / n_bins
+    return torch.arange(n_bins, dtype=torch.float32) * width - AB_LIMIT + width / 2
+
+
+def encode_1d(ab: Tensor, n_bins: int) -> Tensor:
+    """Bin index per channel: ab (B, 2, H, W) -> long (B, 2, H, W) in [0, K)."""
+    width = 2 * AB_LIMIT / n_bins
+    return ((ab.float() + AB_LIMIT) / width).floor().long().clamp(0, n_bins - 1)
+
+
+def annealed_mean_1d(logits: Tensor, n_bins: int, temperature: float) -> Tensor:
+    """Logits (B, 2K, H, W) (a bins then b bins) -> ab (B, 2, H, W), annealed mean per channel."""
+    b, _, h, w = logits.shape
+    per_channel = logits.view(b, 2, n_bins, h, w).flatten(0, 1)  # (2B, K, H, W)
+    centers = centers_1d(n_bins).to(logits.device)[:, None]  # (K, 1)
+    return annealed_mean_logits(per_channel, centers, temperature).view(b, 2, h, w)

@@ -1,0 +1,109 @@
+"""The same validation images through several checkpoints: one table, one labelled image grid.
+
+    python -m colorlab.compare CKPT [CKPT ...] [out=DIR] [n=8] [data overrides, e.g. data.val_size=256]
+
+The data source is the first checkpoint's (its validation split, deterministic), unless
+overridden. Writes ``compare.md`` (metrics per checkpoint) and ``compare.png`` (columns: gray
+input, each checkpoint labelled by experiment, ground truth) into ``out`` (default: compare/).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from colorlab.color import denormalize_lab, lab_to_rgb
+from colorlab.config import ConfigError
+from colorlab.data import ColorDataModule, add_lab
+from colorlab.metrics import ColorMetrics
+from colorlab.models import load_colorizer
+from colorlab.viz import save_png
+
+LABEL_HEIGHT = 18
+
+
+@torch.no_grad()
+def predict_lab(model, batch: dict) -> torch.Tensor:
+    """Lab (B, 3, H, W) prediction of a model for a batch carrying ``l``."""
+    out = model(batch["l"])
+    return denormalize_lab(batch["l"], model.predict_ab(out, batch["l"].shape[-2:]))
+
+
+def labelled_grid(columns: list[tuple[str, torch.Tensor]], tile: int = 128) -> np.ndarray:
+    """columns: (label, Lab (B, 3, H, W)) -> uint8 image, one row per image, a label above each column."""
+    rows = columns[0][1].shape[0]
+    canvas = Image.new("RGB", (len(columns) * (tile + 2), LABEL_HEIGHT + rows * (tile + 2)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (label, lab) in enumerate(columns):
+        draw.text((c * (tile + 2) + 4, 3), label, fill="black")
+        rgb = (lab_to_rgb(lab.float()).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        for r in range(rows):
+            tile_image = Image.fromarray(rgb[r]).resize((tile, tile), Image.NEAREST)
+            canvas.paste(tile_image, (c * (tile + 2), LABEL_HEIGHT + r * (tile + 2)))
+    return np.asarray(canvas)
+
+
+def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None) -> dict:
+    models = [load_colorizer(path) for path in checkpoints]
+    cfg = OmegaConf.create(models[0].config)
+    if data_overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(data_overrides))
+    datamodule = ColorDataModule(seed=cfg.seed, **{**OmegaConf.to_container(cfg.data), "num_workers": 0})
+    datamodule.setup("validate")
+    rows, grid_lab = {}, None
+    names = [m.config["experiment"] for m in models]
+    for name, model in zip(names, models, strict=True):
+        metrics = ColorMetrics()
+        for i, batch in enumerate(tqdm(datamodule.val_dataloader(), desc=name, disable=None)):
+            batch = add_lab(batch)
+            lab_pred = predict_lab(model, batch)
+            lab_true = denormalize_lab(batch["l"], batch["ab"])
+            metrics.update(lab_pred, lab_true, batch.get("bimodal"))
+            if i == 0:
+                if grid_lab is None:  # the same images for every checkpoint
+                    gray = torch.cat([lab_true[:n, :1], torch.zeros_like(lab_true[:n, 1:])], dim=1)
+                    grid_lab = {"gray": gray, "ground truth": lab_true[:n]}
+                grid_lab[name] = lab_pred[:n]
+        rows[name] = {k.removeprefix("val/"): float(v) for k, v in metrics.compute().items()}
+    columns = [("gray", grid_lab["gray"])] + [(name, grid_lab[name]) for name in names]
+    columns.append(("ground truth", grid_lab["ground truth"]))
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(labelled_grid(columns), out / "compare.png")
+    keys = list(next(iter(rows.values())))
+    table = ["| experiment | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    table += [f"| {name} | " + " | ".join(f"{row[k]:.3g}" for k in keys) + " |" for name, row in rows.items()]
+    (out / "compare.md").write_text("\n".join(table) + "\n")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    checkpoints = [Path(a) for a in argv if "=" not in a]
+    options = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("data."))
+    data_overrides = [a for a in argv if a.startswith("data.")]
+    try:
+        unknown = set(options) - {"out", "n"}
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: out=DIR, n=N, data.KEY=VALUE")
+        missing = [str(p) for p in checkpoints if not p.is_file()]
+        if missing:
+            raise ConfigError(f"checkpoint(s) not found: {', '.join(missing)}")
+        rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), data_overrides)
+    except (ConfigError, ValueError) as e:
+        print(f"colorlab.compare: error: {e}", file=sys.stderr)
+        return 2
+    print((Path(options.get("out", "compare")) / "compare.md").read_text(), end="")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

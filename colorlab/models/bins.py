@@ -1,0 +1,172 @@
+"""Classification formulations: 1D bins (a and b separately, seed 001) and 2D ab bins
+(313 in-gamut bins or the n most frequent, soft targets, class rebalancing, annealed mean)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from colorlab.bins import (
+    annealed_mean_1d,
+    annealed_mean_logits,
+    centers_1d,
+    encode_1d,
+    entropy,
+    frequent_centers,
+    gamut_centers,
+    hard_encode,
+    rebalance_weights,
+    smooth_prior,
+    soft_encode_sparse,
+)
+from colorlab.color import AB_NORM
+from colorlab.metrics import chroma
+from colorlab.models.base import Colorizer
+
+BIN_SOURCES = ("gamut", "frequent")
+
+
+def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Average-pool down by an integer factor, or bilinear up, to ``size``."""
+    if x.shape[-2:] == size:
+        return x
+    if x.shape[-2] > size[0]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class BinsColorizer(Colorizer):
+    """Shared by the bin formulations: decoding at a temperature, entropy and mode metrics."""
+
+    def __init__(self, net, optim: dict, temperature: float, n_samples: int = 8):
+        super().__init__(net, optim, n_samples)
+        if temperature < 0:
+            raise ValueError(f"model.temperature must be >= 0 (0 decodes the mode). Got {temperature}")
+        self.temperature = temperature
+        self.bin_metrics = torch.nn.ModuleDict({"entropy": MeanMetric(), "chroma_bimodal_mode": MeanMetric()})
+        self._has_bimodal = False
+
+    def decode_at(self, out: Tensor, temperature: float) -> Tensor:
+        """Network output -> ab_norm (B, 2, h, w) at a given temperature (0: mode, 1: mean)."""
+        raise NotImplementedError
+
+    def decode(self, out: Tensor) -> Tensor:
+        return self.decode_at(out, self.temperature)
+
+    def validation_extra(self, out: Tensor, batch: dict) -> None:
+        self.bin_metrics["entropy"].update(self.pixel_entropy(out))
+        if "bimodal" in batch:
+            self._has_bimodal = True
+            ab_mode = resize_to(self.decode_at(out, 0.0), batch["l"].shape[-2:]) * AB_NORM
+            self.bin_metrics["chroma_bimodal_mode"].update(chroma(ab_mode), batch["bimodal"][:, 0].float())
+
+    def pixel_entropy(self, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/entropy", self.bin_metrics["entropy"].compute())
+        if self._has_bimodal:
+            self.log("val/chroma_bimodal_mode", self.bin_metrics["chroma_bimodal_mode"].compute())
+        for metric in self.bin_metrics.values():
+            metric.reset()
+        super().on_validation_epoch_end()
+
+
+class Bins1DColorizer(BinsColorizer):
+    """a and b each classified into ``n_bins`` equal bins over [-110, 110]; cross-entropy per channel.
+
+    Network output: (B, 2K, h, w), the K logits of a then the K logits of b.
+    """
+
+    def __init__(self, net, optim: dict, n_bins: int = 20, temperature: float = 0.38, n_samples: int = 8):
+        super().__init__(net, optim, temperature, n_samples)
+        self.n_bins = n_bins
+        self.register_buffer("centers", centers_1d(n_bins))
+
+    @classmethod
+    def net_out_channels(cls, n_bins: int = 20, **_) -> int:
+        return 2 * n_bins
+
+    def _logits(self, out: Tensor) -> Tensor:
+        b, _, h, w = out.shape
+        return out.float().view(b, 2, self.n_bins, h, w)  # (B, channel, K, h, w)
+
+    def loss(self, out: Tensor, batch: dict) -> Tensor:
+        ab = resize_to(batch["ab"], out.shape[-2:]) * AB_NORM
+        targets = encode_1d(ab, self.n_bins)  # (B, 2, h, w)
+        return F.cross_entropy(self._logits(out).transpose(1, 2), targets)
+
+    def decode_at(self, out: Tensor, temperature: float) -> Tensor:
+        return annealed_mean_1d(out.float(), self.n_bins, temperature) / AB_NORM
+
+    def pixel_entropy(self, out: Tensor) -> Tensor:
+        return entropy(self._logits(out), dim=2).sum(dim=1)  # a and b independent: entropies add
+
+
+class Bins2DColorizer(BinsColorizer):
+    """Joint ab bins: soft (or one-hot) targets, cross-entropy weighted per pixel by the
+    rebalancing weight of the target's nearest bin, computed at 1/``loss_stride`` resolution.
+
+    Buffers (saved in checkpoints, identical on every DDP rank): ``centers`` (Q, 2) Lab units,
+    ``prior`` (Q,) and ``weights`` (Q,) with sum(prior * weights) = 1.
+    """
+
+    def __init__(self, net, optim: dict, centers: Tensor, prior: Tensor, bins: str = "gamut",
+                 n_bins: int = 313, lam: float = 0.5, k: int = 5, sigma: float = 5.0, soft: bool = True,
+                 rebalance: bool = True, temperature: float = 0.38, loss_stride: int = 4, n_samples: int = 8):
+        super().__init__(net, optim, temperature, n_samples)
+        if loss_stride < 1:
+            raise ValueError(f"model.loss_stride must be >= 1. Got {loss_stride}")
+        self.k, self.sigma, self.soft, self.loss_stride = k, sigma, soft, loss_stride
+        self.register_buffer("centers", centers.float())
+        self.register_buffer("prior", prior.float())
+        weights = rebalance_weights(prior.double(), lam) if rebalance else torch.ones(len(prior), dtype=torch.float64)
+        self.register_buffer("weights", weights.float())
+
+    @classmethod
+    def net_out_channels(cls, bins: str = "gamut", n_bins: int = 313, **_) -> int:
+        return len(gamut_centers()) if bins == "gamut" else n_bins
+
+    @classmethod
+    def prepare(cls, cfg: DictConfig, with_data: bool) -> dict:
+        """Centres and prior from the (cached) dataset prior; placeholders when loading a checkpoint."""
+        model = cfg.model
+        if model.bins not in BIN_SOURCES:
+            raise ValueError(f"model.bins must be one of {BIN_SOURCES}. Got {model.bins!r}")
+        all_centers = gamut_centers(cfg.prior.grid)
+        q = len(all_centers) if model.bins == "gamut" else model.n_bins
+        if not with_data:
+            return {"centers": torch.zeros(q, 2), "prior": torch.full((q,), 1.0 / q)}
+        from colorlab.prior import load_or_compute_prior
+
+        counts = load_or_compute_prior(cfg)["counts"]
+        if model.bins == "gamut":
+            return {"centers": all_centers, "prior": smooth_prior(counts, all_centers, cfg.prior.sigma)}
+        kept = frequent_centers(all_centers, smooth_prior(counts, all_centers, cfg.prior.sigma), model.n_bins)
+        # colours outside the kept set belong to their nearest kept bin
+        nearest = hard_encode(all_centers.T[None, :, :, None], kept).flatten()
+        kept_counts = torch.zeros(len(kept), dtype=torch.float64).index_add_(0, nearest, counts)
+        return {"centers": kept, "prior": smooth_prior(kept_counts, kept, cfg.prior.sigma)}
+
+    def loss(self, out: Tensor, batch: dict) -> Tensor:
+        h, w = batch["ab"].shape[-2:]
+        size = (h // self.loss_stride, w // self.loss_stride)
+        ab = resize_to(batch["ab"], size) * AB_NORM  # (B, 2, h', w') Lab units
+        log_p = F.log_softmax(resize_to(out.float(), size), dim=1)  # (B, Q, h', w')
+        if self.soft:
+            idx, target = soft_encode_sparse(ab, self.centers, self.k, self.sigma)  # (B, k, h', w')
+            cross_entropy = -(target * log_p.gather(1, idx)).sum(dim=1)
+            nearest = idx[:, 0]
+        else:
+            nearest = hard_encode(ab, self.centers)
+            cross_entropy = -log_p.gather(1, nearest[:, None])[:, 0]
+        return (self.weights[nearest] * cross_entropy).mean()
+
+    def decode_at(self, out: Tensor, temperature: float) -> Tensor:
+        return annealed_mean_logits(out.float(), self.centers, temperature) / AB_NORM
+
+    def pixel_entropy(self, out: Tensor) -> Tensor:
+        return entropy(out)

@@ -1,0 +1,251 @@
+"""The ab prior of a dataset: ``python -m colorlab.prior [experiment=NAME] [data=...] [key=value ...]``.
+
+Streams the training split through the DataModule's own conversion (on the GPU when there is
+one), counts pixels per in-gamut ab bin, and caches the counts under ``prior.cache_dir`` keyed by
+the dataset and bin settings; training with 2D bins reuses the cache (``fit`` computes it when
+missing). The command also draws seed 002's four-panel figure (bin colours, log frequency, log
+inverse frequency, log rebalancing weights) and seed 000's K-means analysis of per-image bin
+histograms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from tqdm import tqdm
+
+from colorlab.bins import bin_counts, gamut_centers, rebalance_weights, smooth_prior
+from colorlab.color import AB_NORM, is_gray
+
+CACHE_VERSION = 1
+# data keys that change what the training split contains (not how fast it is read)
+_IRRELEVANT_DATA_KEYS = {"batch_size", "num_workers"}
+
+
+def prior_key(cfg: DictConfig) -> str:
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _IRRELEVANT_DATA_KEYS}
+    if data.get("name") == "folder":
+        data["files"] = _folder_fingerprint(data["root"])
+    spec = {"data": data, "seed": cfg.seed, "grid": cfg.prior.grid, "max_images": cfg.prior.max_images,
+            "version": CACHE_VERSION}
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{data['name']}-{digest}"
+
+
+def _folder_fingerprint(root: str | None) -> str:
+    if root is None or not Path(root).is_dir():
+        return "missing"
+    stats = sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(root).rglob("*") if p.is_file())
+    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def stream_histograms(cfg: DictConfig, centers: Tensor, per_image: bool = False) -> tuple[Tensor, Tensor | None, int]:
+    """Bin counts (Q,) over the training split, optional per-image histograms (N, Q), image count."""
+    from torch.utils.data import DataLoader
+
+    from colorlab.data import ColorDataModule
+
+    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule.setup("fit")
+    dataset = datamodule.train_set
+    n_images = min(len(dataset), cfg.prior.max_images)
+    subset = torch.utils.data.Subset(dataset, range(n_images))
+    loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+    device = _device()
+    centers = centers.to(device)
+    counts, histograms = torch.zeros(len(centers), dtype=torch.float64, device=device), []
+    for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
+        batch = datamodule.on_after_batch_transfer({"rgb": batch["rgb"].to(device)}, 0)
+        ab = batch["ab"] * AB_NORM
+        ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
+        counts += bin_counts(ab, centers)
+        if per_image:
+            histograms += [bin_counts(image[None], centers).float().cpu() for image in ab]
+    return counts.cpu(), (torch.stack(histograms) if per_image else None), n_images
+
+
+def load_or_compute_prior(cfg: DictConfig) -> dict:
+    """{'counts': (Q,) float64, 'centers': (Q, 2), 'images': N, 'path': cache file}; cached on disk.
+
+    The cache file is written atomically (temporary file + rename), so a process never reads a
+    half-written prior, also when several DDP ranks start at once.
+    """
+    path = Path(cfg.prior.cache_dir) / f"{prior_key(cfg)}.pt"
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        return {**cached, "path": path}
+    centers = gamut_centers(cfg.prior.grid)
+    counts, _, n_images = stream_histograms(cfg, centers)
+    if counts.sum() == 0:
+        raise ValueError(f"the training split of data={cfg.data.name} has no colour pixels: cannot estimate a prior")
+    entry = {"counts": counts, "centers": centers, "images": n_images}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(entry, tmp)
+    os.replace(tmp, path)
+    return {**entry, "path": path}
+
+
+# --- figures -----------------------------------------------------------------------------------
+def _grid_image(centers: Tensor, values: Tensor, grid: float) -> tuple:
+    """Scatter per-bin values onto the ab grid: (image (n, n) with NaN off-gamut, extent)."""
+    n = int(round(2 * 110 / grid)) + 1
+    image = torch.full((n, n), float("nan"))
+    ia = ((centers[:, 0] + 110) / grid).round().long()
+    ib = ((centers[:, 1] + 110) / grid).round().long()
+    image[ib, ia] = values.float()
+    half = grid / 2
+    return image.numpy(), (-110 - half, 110 + half, -110 - half, 110 + half)
+
+
+def bin_colors(centers: Tensor, lightness: float = 50.0) -> Tensor:
+    """sRGB colour (Q, 3) in [0, 1] of each bin centre at a given lightness."""
+    from colorlab.color import lab_to_rgb
+
+    lab = torch.cat([torch.full((len(centers), 1), lightness), centers.float()], dim=1)
+    return lab_to_rgb(lab.T[None, :, :, None])[0, :, :, 0].T
+
+
+def draw_prior_figure(centers: Tensor, counts: Tensor, sigma: float, lam: float, grid: float,
+                      path: Path, highlight: Tensor | None = None) -> Path:
+    """Seed 002's four panels: bin colours, log10 p, log10 1/p, log10 rebalancing weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prior = smooth_prior(counts, centers, sigma)
+    weights = rebalance_weights(prior, lam)
+    colors = bin_colors(centers)
+    n = int(round(2 * 110 / grid)) + 1
+    color_image = torch.ones(n, n, 3)
+    ia = ((centers[:, 0] + 110) / grid).round().long()
+    ib = ((centers[:, 1] + 110) / grid).round().long()
+    color_image[ib, ia] = colors
+    floor = prior[prior > 0].min() if (prior > 0).any() else 1e-12
+    panels = [
+        ("ab bins (colour at L=50)", None),
+        ("log10 frequency p", torch.log10(prior.clamp_min(floor))),
+        ("log10 inverse frequency 1/p", -torch.log10(prior.clamp_min(floor))),
+        (f"log10 rebalancing weight (λ={lam})", torch.log10(weights)),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        extent = (-110 - grid / 2, 110 + grid / 2, -110 - grid / 2, 110 + grid / 2)
+        if values is None:
+            ax.imshow(color_image.numpy(), origin="lower", extent=extent)
+            if highlight is not None:
+                ax.scatter(highlight[:, 0], highlight[:, 1], s=30, facecolors="none", edgecolors="black",
+                           linewidths=1.2, label=f"{len(highlight)} kept bins")
+                ax.legend(loc="lower left", fontsize=8)
+        else:
+            image, extent = _grid_image(centers, values, grid)
+            im = ax.imshow(image, origin="lower", extent=extent, cmap="viridis")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set(title=title, xlabel="a", ylabel="b")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def kmeans(x: Tensor, k: int, iterations: int = 50, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means with k-means++ initialisation: x (N, D) -> (centroids (k, D), labels (N,))."""
+    if not 1 <= k <= len(x):
+        raise ValueError(f"k must be in [1, {len(x)}] (number of images). Got {k}")
+    gen = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randint(len(x), (1,), generator=gen)]
+    for _ in range(k - 1):
+        d2 = torch.cdist(x, centroids).pow(2).min(dim=1).values
+        centroids = torch.cat([centroids, x[torch.multinomial(d2 + 1e-12, 1, generator=gen)]])
+    for _ in range(iterations):
+        labels = torch.cdist(x, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        sizes = torch.bincount(labels, minlength=k).clamp_min(1)[:, None]
+        new = torch.where(sizes > 0, sums / sizes, centroids)
+        if torch.allclose(new, centroids):
+            break
+        centroids = new
+    return centroids, labels
+
+
+def draw_cluster_figure(histograms: Tensor, centers: Tensor, k: int, path: Path, seed: int = 0,
+                        top: int = 12) -> Path:
+    """Seed 000's analysis: K-means over per-image bin histograms; one row of colour swatches per
+    cluster, each swatch as wide as the bin's share of the cluster's mean histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    normalised = histograms / histograms.sum(dim=1, keepdim=True).clamp_min(1)
+    centroids, labels = kmeans(normalised, k, seed=seed)
+    colors = bin_colors(centers, lightness=60.0).numpy()
+    fig, axes = plt.subplots(k, 1, figsize=(9, 0.8 * k + 0.6), squeeze=False)
+    for cluster, ax in enumerate(axes[:, 0]):
+        mean = centroids[cluster]
+        order = mean.argsort(descending=True)[:top]
+        left = 0.0
+        for q in order.tolist():
+            ax.barh(0, mean[q].item(), left=left, color=colors[q], edgecolor="white", linewidth=0.5)
+            left += mean[q].item()
+        ax.set_xlim(0, 1)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{int((labels == cluster).sum())} img", rotation=0, ha="right", va="center", fontsize=8)
+        if cluster < k - 1:
+            ax.set_xticks([])
+    axes[0, 0].set_title(f"K-means (K={k}) over per-image ab histograms: top {top} bins of each cluster mean")
+    axes[-1, 0].set_xlabel("share of the cluster's pixels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from colorlab.config import ConfigError, compose, parse_cli
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        experiment, overrides, flags = parse_cli(argv)
+        if flags & {"--help", "-h"}:
+            print(__doc__)
+            return 0
+        cfg = compose(experiment, overrides)
+    except ConfigError as e:
+        print(f"colorlab.prior: error: {e}", file=sys.stderr)
+        return 2
+    prior = load_or_compute_prior(cfg)
+    stem = prior["path"].with_suffix("")
+    centers, counts = prior["centers"], prior["counts"]
+    highlight = None
+    if cfg.model.get("bins") == "frequent":
+        from colorlab.bins import frequent_centers
+
+        highlight = frequent_centers(centers, smooth_prior(counts, centers, cfg.prior.sigma), cfg.model.n_bins)
+    lam = cfg.model.get("lam", 0.5)
+    figure = draw_prior_figure(centers, counts, cfg.prior.sigma, lam, cfg.prior.grid,
+                               Path(f"{stem}-prior.png"), highlight)
+    _, histograms, _ = stream_histograms(cfg, centers, per_image=True)
+    clusters = draw_cluster_figure(histograms, centers, min(cfg.prior.clusters, len(histograms)),
+                                   Path(f"{stem}-clusters.png"), seed=cfg.seed)
+    used = int((counts > 0).sum())
+    print(f"prior of {prior['images']} images: {used} of {len(centers)} bins hit\n"
+          f"  cache:    {prior['path']}\n  figure:   {figure}\n  clusters: {clusters}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

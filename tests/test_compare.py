@@ -1,0 +1,32 @@
+import json
+
+import pytest
+from PIL import Image
+
+from colorlab.compare import main as compare_main
+from colorlab.config import compose
+from colorlab.fit import train
+
+
+def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_path):
+    checkpoints = []
+    for experiment in ("regression_l2", "bins1d"):
+        run = tmp_path / experiment
+        train(compose(experiment, tiny_overrides + [f"run_dir={run}", "trainer.max_epochs=1"]))
+        checkpoints.append((run, run / "checkpoints" / "last.ckpt"))
+    out = tmp_path / "cmp"
+    assert compare_main([str(c) for _, c in checkpoints] + [f"out={out}", "n=3"]) == 0
+    table = (out / "compare.md").read_text().splitlines()
+    header = [h.strip() for h in table[0].strip("|").split("|")]
+    for (run, _), line in zip(checkpoints, table[2:], strict=True):
+        cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+        saved = json.loads((run / "metrics.json").read_text())
+        assert cells["experiment"] == run.name
+        assert float(cells["psnr"]) == pytest.approx(saved["val/psnr"], rel=2e-3)  # 3 significant digits
+    with Image.open(out / "compare.png") as grid:
+        assert grid.width == 4 * 130 and grid.height > 3 * 128  # gray | 2 experiments | truth
+
+
+def test_compare_reports_missing_checkpoints(tmp_path, capsys):
+    assert compare_main([str(tmp_path / "nope.ckpt")]) == 2
+    assert "checkpoint(s) not found" in capsys.readouterr().err
