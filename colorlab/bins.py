@@ -159,11 +159,13 @@ def bin_counts(ab: Tensor, centers: Tensor) -> Tensor:
 
 def smooth_prior(counts: Tensor, centers: Tensor, sigma: float = 5.0) -> Tensor:
     """Empirical distribution (Q,) from counts, each bin's mass spread to its neighbours by a
-    Gaussian of ``sigma`` Lab units (mass preserved), as Zhang et al. smooth their prior."""
+    Gaussian of ``sigma`` Lab units truncated at 3 sigma (mass preserved), as Zhang et al. smooth
+    their prior. Bins farther than 3 sigma from every observed colour keep probability 0."""
     p = counts.double() / counts.sum().clamp_min(1)
     if sigma <= 0:
         return p
-    kernel = torch.exp(-torch.cdist(centers.double(), centers.double()).pow(2) / (2 * sigma**2))
+    distance = torch.cdist(centers.double(), centers.double())
+    kernel = torch.exp(-distance.pow(2) / (2 * sigma**2)) * (distance <= 3 * sigma)
     kernel = kernel / kernel.sum(dim=0, keepdim=True)  # column j spreads bin j's mass
     return kernel @ p
 

@@ -133,12 +133,12 @@ def draw_prior_figure(centers: Tensor, counts: Tensor, sigma: float, lam: float,
     ia = ((centers[:, 0] + 110) / grid).round().long()
     ib = ((centers[:, 1] + 110) / grid).round().long()
     color_image[ib, ia] = colors
-    floor = prior[prior > 0].min() if (prior > 0).any() else 1e-12
+    seen = prior > 0  # bins the data never reaches are left blank in the frequency panels
     panels = [
         ("ab bins (colour at L=50)", None),
-        ("log10 frequency p", torch.log10(prior.clamp_min(floor))),
-        ("log10 inverse frequency 1/p", -torch.log10(prior.clamp_min(floor))),
-        (f"log10 rebalancing weight (λ={lam})", torch.log10(weights)),
+        ("log10 frequency p", torch.where(seen, torch.log10(prior), torch.nan)),
+        ("log10 inverse frequency 1/p", torch.where(seen, -torch.log10(prior), torch.nan)),
+        (f"log10 rebalancing weight (λ={lam})", torch.where(seen, torch.log10(weights), torch.nan)),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
     for ax, (title, values) in zip(axes, panels, strict=True):
