@@ -21,6 +21,7 @@ from tqdm import tqdm
 from colorlab.color import denormalize_lab, lab_to_rgb
 from colorlab.config import ConfigError
 from colorlab.data import ColorDataModule, add_lab
+from colorlab.embed import attach_embeddings
 from colorlab.metrics import ColorMetrics
 from colorlab.models import load_colorizer
 from colorlab.viz import save_png
@@ -31,7 +32,7 @@ LABEL_HEIGHT = 18
 @torch.no_grad()
 def predict_lab(model, batch: dict) -> torch.Tensor:
     """Lab (B, 3, H, W) prediction of a model for a batch carrying ``l``."""
-    out = model(batch["l"])
+    out = model.run_net(batch)
     return denormalize_lab(batch["l"], model.predict_ab(out, batch["l"].shape[-2:]))
 
 
@@ -56,6 +57,7 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(data_overrides))
     datamodule = ColorDataModule(seed=cfg.seed, **{**OmegaConf.to_container(cfg.data), "num_workers": 0})
     datamodule.setup("validate")
+    attach_embeddings(datamodule, cfg)
     rows, grid_lab = {}, None
     names = [m.config["experiment"] for m in models]
     for name, model in zip(names, models, strict=True):

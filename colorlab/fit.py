@@ -20,25 +20,42 @@ from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listin
 USAGE = __doc__.split("\n\n")[0]
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model; returns the final validation metrics (also in metrics.json)."""
+def train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, float]:
+    """Fit the configured model; returns the final validation metrics (also in metrics.json).
+
+    ``callbacks``: extra Lightning callbacks (benchmarks and tests use them to observe a run).
+    """
+    run_dir = Path(cfg.run_dir)
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run this command: same run_dir
+    try:
+        return _fit(cfg, run_dir, callbacks)
+    finally:  # later runs in this process compose their own run_dir
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+
+
+def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, float]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from colorlab.data import ColorDataModule
+    from colorlab.embed import attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
 
-    run_dir = Path(cfg.run_dir)
-    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run this command: same run_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+    attach_embeddings(datamodule, cfg)  # global features, computed once per image and cached
     model = build_model(cfg)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                  monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
                                  save_last=True, save_top_k=1, auto_insert_metric_name=False)
     trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                         callbacks=[checkpoint], **OmegaConf.to_container(cfg.trainer, resolve=True))
+                         callbacks=[checkpoint, *(callbacks or [])],
+                         **OmegaConf.to_container(cfg.trainer, resolve=True))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

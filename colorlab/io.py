@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -78,3 +79,14 @@ def summarize_skips(skipped: Counter, what: str) -> str:
     total = sum(skipped.values())
     reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
     return f"{total} files skipped in {what}: {reasons}"
+
+
+def atomic_save(obj, path: Path) -> Path:
+    """torch.save through a temporary file and a rename: readers never see a half-written file."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,27 +22,17 @@ from tqdm import tqdm
 
 from colorlab.bins import bin_counts, gamut_centers, rebalance_weights, smooth_prior
 from colorlab.color import AB_NORM, is_gray
+from colorlab.data.datamodule import data_identity
+from colorlab.io import atomic_save
 
 CACHE_VERSION = 1
-# data keys that change what the training split contains (not how fast it is read)
-_IRRELEVANT_DATA_KEYS = {"batch_size", "num_workers"}
 
 
 def prior_key(cfg: DictConfig) -> str:
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _IRRELEVANT_DATA_KEYS}
-    if data.get("name") == "folder":
-        data["files"] = _folder_fingerprint(data["root"])
-    spec = {"data": data, "seed": cfg.seed, "grid": cfg.prior.grid, "max_images": cfg.prior.max_images,
+    spec = {"data": data_identity(cfg), "grid": cfg.prior.grid, "max_images": cfg.prior.max_images,
             "version": CACHE_VERSION}
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{data['name']}-{digest}"
-
-
-def _folder_fingerprint(root: str | None) -> str:
-    if root is None or not Path(root).is_dir():
-        return "missing"
-    stats = sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(root).rglob("*") if p.is_file())
-    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()
+    return f"{cfg.data.name}-{digest}"
 
 
 def _device() -> torch.device:
@@ -90,10 +79,7 @@ def load_or_compute_prior(cfg: DictConfig) -> dict:
     if counts.sum() == 0:
         raise ValueError(f"the training split of data={cfg.data.name} has no colour pixels: cannot estimate a prior")
     entry = {"counts": counts, "centers": centers, "images": n_images}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(entry, tmp)
-    os.replace(tmp, path)
+    atomic_save(entry, path)
     return {**entry, "path": path}
 
 

@@ -23,4 +23,6 @@ def tiny_overrides(tmp_path):
     return [f"run_dir={tmp_path / 'run'}", "logger=none", "data.num_workers=0",
             "data.batch_size=8", "data.train_size=32", "data.val_size=16",
             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-            f"prior.cache_dir={tmp_path / 'priors'}", "prior.max_images=64"]
+            f"prior.cache_dir={tmp_path / 'priors'}", "prior.max_images=64",
+            # IRN2 with random weights at its smallest input: semantics-free but the real code path
+            "embed.weights=random", "embed.size=75", f"embed.cache_dir={tmp_path / 'embeddings'}"]

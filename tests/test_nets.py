@@ -31,3 +31,21 @@ def test_unet_stops_its_decoder_at_the_output_stride(output_stride):
     assert net(torch.randn(1, 1, 32, 48)).shape == (1, 3, 32 // output_stride, 48 // output_stride)
     with pytest.raises(ValueError, match="output_stride must be a power of 2"):
         build_net("unet", out_channels=3, output_stride=8)
+
+
+def test_koala_fuses_the_embedding_and_checks_its_shape():
+    torch.manual_seed(0)
+    net = build_net("koala", out_channels=2, width=8, embed_dim=10).eval()
+    l = torch.randn(2, 1, 32, 32)
+    a, b = net(l, torch.zeros(2, 10)), net(l, torch.ones(2, 10))
+    assert a.shape == (2, 2, 32, 32) and not torch.allclose(a, b)  # the embedding changes the output
+    with pytest.raises(ValueError, match=r"needs an embedding of shape \(B, 10\). Got None"):
+        net(l)
+    with pytest.raises(ValueError, match=r"Got \(2, 7\)"):
+        net(l, torch.zeros(2, 7))
+
+
+def test_eccv16_paper_size_has_zhangs_parameter_count():
+    net = build_net("eccv16", out_channels=313, width=64)
+    millions = sum(p.numel() for p in net.parameters()) / 1e6
+    assert 30 < millions < 34  # the released caffe model has 32.2 M

@@ -6,6 +6,10 @@ training device (GPU when there is one), in fp32, and drops grayscale images fro
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -18,6 +22,28 @@ from colorlab.data.synthetic import synthetic_splits
 SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits}
 
 
+# data keys that change what the splits contain (not how fast they are read)
+_SPEED_KEYS = {"batch_size", "num_workers"}
+
+
+def data_identity(cfg) -> dict:
+    """What identifies a run's data for on-disk caches (priors, embeddings): the data config
+    without speed settings, the seed, and for folders a fingerprint of the files."""
+    from omegaconf import OmegaConf
+
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _SPEED_KEYS}
+    if data.get("name") == "folder":
+        data["files"] = _folder_fingerprint(data.get("root")) + _folder_fingerprint(data.get("val_root"))
+    return {**data, "seed": cfg.seed}
+
+
+def _folder_fingerprint(root: str | None) -> str:
+    if root is None or not Path(root).is_dir():
+        return ""
+    stats = sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(root).rglob("*") if p.is_file())
+    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
+
+
 def add_lab(batch: dict) -> dict:
     """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
     the device of ``batch['rgb']`` (uint8 (B, 3, H, W))."""
@@ -26,9 +52,9 @@ def add_lab(batch: dict) -> dict:
 
 
 class ColorDataModule(pl.LightningDataModule):
-    """Batches are dicts: ``rgb`` uint8 (B, 3, H, W), ``index`` (B,), optionally ``bimodal``
-    bool (B, 1, H, W); after transfer also ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab``
-    (B, 2, H, W) in ~[-1, 1] (see colorlab.color)."""
+    """Batches are dicts: ``rgb`` uint8 (B, 3, H, W), ``index`` and ``item`` (B,), optionally
+    ``bimodal`` bool (B, 1, H, W); after transfer also ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab``
+    (B, 2, H, W) in ~[-1, 1] (see colorlab.color), and ``embedding`` (B, dim) when tables are set."""
 
     def __init__(self, name: str, size: int, batch_size: int, num_workers: int, seed: int, **source):
         super().__init__()
@@ -38,6 +64,8 @@ class ColorDataModule(pl.LightningDataModule):
         self.seed, self.source = seed, source
         self.train_set = self.val_set = None
         self.gray_dropped = 0
+        # optional per-split tables (n_items, dim) of global embeddings, looked up by item id
+        self.embeddings: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -56,7 +84,11 @@ class ColorDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         batch = add_lab(batch)
-        if self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        table = self.embeddings.get("train" if training else "val")
+        if table is not None:
+            batch["embedding"] = table[batch["item"].cpu()].to(batch["rgb"].device, non_blocking=True)
+        if training:
             keep = ~is_gray(batch["ab"] * AB_NORM)
             if not keep.all():
                 self.gray_dropped += int((~keep).sum())

@@ -75,12 +75,22 @@ class PhotoCrops(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def n_items(self) -> int:
+        """Distinct source photos (for per-image caches such as global embeddings)."""
+        return self.n
+
+    def whole_image(self, item: int) -> torch.Tensor:
+        """The uncropped photo ``item``, uint8 (3, H, W)."""
+        return torch.from_numpy(np.ascontiguousarray(self.load(item))).permute(2, 0, 1)
+
     def __getitem__(self, index: int) -> dict:
-        rgb = self.load(index % self.n)
+        item = index % self.n
+        rgb = self.load(item)
         rng = _item_rng(self.train, self.seed, index)
         side = int(rng.integers(self.size, self.scale + 1)) if self.train else self.scale
         rgb = resize_shorter_side(rgb, side)
-        return {"rgb": crop(rgb, self.size, rng if self.train else None), "index": index}
+        return {"rgb": crop(rgb, self.size, rng if self.train else None), "index": index, "item": item}
 
 
 def samples_splits(size: int, scale: int, seed: int, train_size: int, val_size: int,

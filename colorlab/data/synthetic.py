@@ -77,7 +77,7 @@ def render_scene(rng: np.random.Generator, size: int, p_first: float) -> tuple[n
 
 class SyntheticScenes(Dataset):
     """``length`` scenes of ``size`` px; items are dicts of uint8 ``rgb`` (3, H, W),
-    bool ``bimodal`` (1, H, W) and int ``index``."""
+    bool ``bimodal`` (1, H, W), int ``index`` and int ``item`` (the source image's id)."""
 
     def __init__(self, size: int, length: int, seed: int, split: str, p_first: float = 0.7):
         if split not in SPLIT_IDS:
@@ -89,6 +89,14 @@ class SyntheticScenes(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def n_items(self) -> int:
+        """Distinct source images (for per-image caches); a scene is its own whole image."""
+        return self.length
+
+    def whole_image(self, item: int) -> torch.Tensor:
+        return self[item]["rgb"]
+
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])
         rgb, bimodal = render_scene(rng, self.size, self.p_first)
@@ -96,6 +104,7 @@ class SyntheticScenes(Dataset):
             "rgb": torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
             "bimodal": torch.from_numpy(bimodal)[None],
             "index": index,
+            "item": index,
         }
 
 

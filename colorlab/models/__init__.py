@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from colorlab.embed import OUTPUT_DIMS
 from colorlab.models.base import Colorizer
 from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
@@ -30,6 +31,11 @@ def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
         raise ValueError(f"model.name={name!r} is not a formulation; valid: {sorted(FORMULATIONS)}")
     cls = FORMULATIONS[name]
     net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
+    if cfg.embed.enabled:
+        if "embed_dim" not in net_cfg:
+            raise ValueError(f"embed.enabled=true needs a network with fusion (net=koala); net={net_cfg['name']} "
+                             "takes no global embedding")
+        net_cfg["embed_dim"] = OUTPUT_DIMS[cfg.embed.output]
     net = build_net(out_channels=cls.net_out_channels(**model_cfg), **net_cfg)
     model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg,
                 **cls.prepare(cfg, with_data))

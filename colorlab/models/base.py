@@ -53,8 +53,12 @@ class Colorizer(pl.LightningModule):
         raise NotImplementedError
 
     # --- shared machinery -----------------------------------------------------------------
-    def forward(self, l: Tensor) -> Tensor:
-        return self.net(l)
+    def forward(self, l: Tensor, embedding: Tensor | None = None) -> Tensor:
+        return self.net(l) if embedding is None else self.net(l, embedding)
+
+    def run_net(self, batch: dict) -> Tensor:
+        """The network on a batch: L, plus the global embedding when the batch carries one."""
+        return self(batch["l"], batch.get("embedding"))
 
     def predict_ab(self, out: Tensor, size: tuple[int, int]) -> Tensor:
         """Decoded ab_norm upsampled to the input resolution: (B, 2, H, W)."""
@@ -64,12 +68,12 @@ class Colorizer(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         if batch["l"].shape[0] == 0:  # every image of the batch was gray
             return None
-        loss = self.loss(self(batch["l"]), batch)
+        loss = self.loss(self.run_net(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self(batch["l"])
+        out = self.run_net(batch)
         self.log("val/loss", self.loss(out, batch), sync_dist=True, batch_size=batch["l"].shape[0])
         lab_pred = denormalize_lab(batch["l"], self.predict_ab(out, batch["l"].shape[-2:]))
         lab_true = denormalize_lab(batch["l"], batch["ab"])

@@ -1,6 +1,7 @@
 """Networks: plain nn.Modules (no Lightning), built by name from the ``net`` config group.
 
-Every network takes L (B, in_channels, H, W) and returns ``out_channels`` maps at
+Every network takes L (B, in_channels, H, W) (koala also a global embedding (B, embed_dim))
+and returns ``out_channels`` maps at
 H / output_stride x W / output_stride; the formulation chooses out_channels.
 H and W must be multiples of ``size_multiple``.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from colorlab.nets.eccv16 import ECCV16
+from colorlab.nets.koala import Koala
 from colorlab.nets.plain import PlainCNN
 from colorlab.nets.unet import UNet
 
-NETS: dict[str, type[nn.Module]] = {"plain": PlainCNN, "unet": UNet}
+NETS: dict[str, type[nn.Module]] = {"plain": PlainCNN, "unet": UNet, "eccv16": ECCV16, "koala": Koala}
 
 
 def build_net(name: str, out_channels: int, **kwargs) -> nn.Module:
