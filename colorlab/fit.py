@@ -52,9 +52,11 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, fl
     model = build_model(cfg)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                  monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
-                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+                                 save_top_k=1, auto_insert_metric_name=False)
+    # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=None, save_top_k=0, save_last=True)
     trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                         callbacks=[checkpoint, *(callbacks or [])],
+                         callbacks=[checkpoint, last, *(callbacks or [])],
                          **OmegaConf.to_container(cfg.trainer, resolve=True))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

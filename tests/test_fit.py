@@ -17,13 +17,16 @@ def test_every_experiment_runs_fast_dev_run(experiment, tiny_overrides):
 
 
 def test_run_dir_contents_and_checkpoint_reload(tiny_overrides, tmp_path):
-    cfg = compose("regression_l2", overrides=tiny_overrides + ["trainer.max_epochs=1"])
+    # mode=max on an error: the "best" checkpoint stays at epoch 0, last.ckpt must still move on
+    cfg = compose("regression_l2", overrides=tiny_overrides + ["trainer.max_epochs=2", "checkpoint.mode=max"])
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file()
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "samples").glob("epoch_000.png"))
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert [p.name for p in (run / "checkpoints").glob("best-*.ckpt")] == ["best-000.ckpt"]
+    assert list((run / "samples").glob("epoch_001.png"))
     summary = json.loads((run / "metrics.json").read_text())
+    assert last["global_step"] == summary["global_step"] > 0
     assert summary["val/psnr"] == pytest.approx(metrics["val/psnr"])
     assert {"val/loss", "val/psnr", "val/colorfulness", "val/ab_error"} <= summary.keys()
     model = load_colorizer(summary["best_checkpoint"])
