@@ -105,26 +105,54 @@ def compose(experiment: str | None, overrides: list[str] | None = None) -> DictC
     'group=choice' (data=folder), 'dotted.key=value' (an existing key) or '+new.key=value'.
     experiment=None composes the defaults alone (for commands such as colorlab.prior).
     """
-    base = _load_yaml(CONF_DIR / "defaults.yaml")
+    base = _defaults()
     exp = _load_yaml(resolve_experiment(experiment)) if experiment else OmegaConf.create()
     choices, overrides = split_overrides(overrides or [])
     selected = {**base.pop("defaults"), **exp.pop("defaults", {}), **choices}
-
     for group, choice in selected.items():
-        if group not in GROUPS:
-            raise ConfigError(f"unknown config group '{group}'; groups: {', '.join(GROUPS)}")
-        if choice not in group_choices(group):
-            raise ConfigError(f"{group}={choice} is not a {group} config; available: "
-                              f"{', '.join(group_choices(group))}")
-        group_file = _load_yaml(CONF_DIR / group / f"{choice}.yaml")
-        base[group] = OmegaConf.merge(base.get(group, {}), group_file)
+        base[group] = OmegaConf.merge(base.get(group, {}), _group_file(group, choice))
 
     cfg = base
     OmegaConf.set_struct(cfg, True)
     for key in _leaf_keys(exp):
         _check_key(cfg, key, f"in experiment file {experiment}")
-    cfg = OmegaConf.merge(cfg, exp)
+    cfg = _apply_dotted(OmegaConf.merge(cfg, exp), overrides)
 
+    cfg.experiment = Path(experiment).stem if experiment else "defaults"
+    with open_dict(cfg):
+        cfg.choices = selected  # recorded for the run's config.yaml
+    if cfg.run_dir is None:
+        cfg.run_dir = default_run_dir(cfg.experiment)
+    return cfg
+
+
+def override(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Apply command-line overrides to a finished config (e.g. a checkpoint's): a group choice
+    replaces that whole group (defaults.yaml's keys under it + the group file); keys present in
+    today's defaults but missing from ``cfg`` are filled in first."""
+    base = _defaults()
+    base.pop("defaults")
+    cfg = OmegaConf.merge(base, cfg)
+    choices, dotted = split_overrides(overrides)
+    for group, choice in choices.items():
+        cfg[group] = OmegaConf.merge(base.get(group, {}), _group_file(group, choice))
+    OmegaConf.set_struct(cfg, True)
+    return _apply_dotted(cfg, dotted)
+
+
+def _defaults() -> DictConfig:
+    return _load_yaml(CONF_DIR / "defaults.yaml")
+
+
+def _group_file(group: str, choice: str) -> DictConfig:
+    if group not in GROUPS:
+        raise ConfigError(f"unknown config group '{group}'; groups: {', '.join(GROUPS)}")
+    if choice not in group_choices(group):
+        raise ConfigError(f"{group}={choice} is not a {group} config; available: {', '.join(group_choices(group))}")
+    return _load_yaml(CONF_DIR / group / f"{choice}.yaml")
+
+
+def _apply_dotted(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     for item in overrides:
         key = item.partition("=")[0]
         if key.startswith("+"):
@@ -133,12 +161,6 @@ def compose(experiment: str | None, overrides: list[str] | None = None) -> DictC
             continue
         _check_key(cfg, key, "on the command line")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-
-    cfg.experiment = Path(experiment).stem if experiment else "defaults"
-    with open_dict(cfg):
-        cfg.choices = selected  # recorded for the run's config.yaml
-    if cfg.run_dir is None:
-        cfg.run_dir = default_run_dir(cfg.experiment)
     return cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,8 +18,11 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
     if name == "csv":
         return CSVLogger(save_dir=run_dir, name="", version="csv")
     if name == "wandb":
+        mode = cfg.logger.mode
+        if os.environ.get("WANDB_SWEEP_ID") and "WANDB_MODE" not in os.environ:
+            mode = "online"  # started by `wandb agent`: the sweep server needs the run's metrics
         return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                            tags=list(cfg.logger.tags), name=f"{cfg.experiment}/{run_dir.name}",
-                           save_dir=str(run_dir), mode=cfg.logger.mode,
+                           save_dir=str(run_dir), mode=mode,
                            config=OmegaConf.to_container(cfg, resolve=True))
     raise ValueError(f"logger.name={name!r} is not a logger; valid: {LOGGERS}")

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from colorlab.color import lab_to_uint8
+
+AUC_MAX_THRESHOLD = 150  # Zhang et al. 2016: ab error thresholds 0, 1, ..., 150
+SSIM_MIN_SIDE = 11  # SSIM's Gaussian window; smaller images get no SSIM
 
 
 def chroma(ab: Tensor) -> Tensor:
@@ -36,6 +39,45 @@ def colorfulness(rgb: Tensor) -> Tensor:
     return spread + 0.3 * offset
 
 
+class ErrorCurveAuC(Metric):
+    """Area under the cumulative per-pixel ab error curve (Zhang et al. 2016), raw and rebalanced.
+
+    For thresholds t = 0, 1, ..., 150 (Lab units), the curve is the fraction of pixels whose ab
+    error is <= t; AuC is its mean over the 151 thresholds, in [0, 1] (1: every pixel exact; a
+    constant error d gives (150 - ceil(d) + 1) / 151). The rebalanced variant averages the curve
+    of each ground-truth colour bin (313 in-gamut bins) with equal weight, so rare colours count
+    as much as common ones. States are per-bin histograms, summed across DDP ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        from colorlab.bins import gamut_centers
+
+        self.register_buffer("centers", gamut_centers(), persistent=False)
+        n_bins, n_steps = len(self.centers), AUC_MAX_THRESHOLD + 2  # last column: error > 150
+        self.add_state("histogram", torch.zeros(n_bins, n_steps, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, ab_pred: Tensor, ab_true: Tensor) -> None:
+        from colorlab.bins import hard_encode
+
+        # the first threshold an error is within; 1e-4 absorbs float rounding of exact distances
+        error_step = (ab_error(ab_pred, ab_true) - 1e-4).ceil().clamp(0, AUC_MAX_THRESHOLD + 1).long().flatten()
+        true_bin = hard_encode(ab_true.float(), self.centers.to(ab_true.device)).flatten()
+        n_steps = self.histogram.shape[1]
+        counts = torch.bincount(true_bin * n_steps + error_step, minlength=self.histogram.numel())
+        self.histogram += counts.view_as(self.histogram).to(self.histogram.dtype)
+
+    def compute(self) -> dict[str, Tensor]:
+        cumulative = self.histogram.cumsum(dim=1)[:, : AUC_MAX_THRESHOLD + 1]  # (Q, 151): error <= t
+        totals = self.histogram.sum(dim=1)
+        raw = (cumulative.sum(dim=0) / totals.sum().clamp_min(1)).mean()
+        seen = totals > 0
+        rebalanced = (cumulative[seen] / totals[seen, None]).mean(dim=0).mean()
+        return {"auc": raw.float(), "auc_rebalanced": rebalanced.float()}
+
+
 class ColorMetrics(nn.Module):
     """Validation metrics accumulated over batches and synchronised across DDP ranks.
 
@@ -46,16 +88,22 @@ class ColorMetrics(nn.Module):
     def __init__(self):
         super().__init__()
         self.psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=255.0)  # 11x11 Gaussian window
+        self.auc = ErrorCurveAuC()
         names = ("ab_error", "ab_error_gray", "colorfulness", "colorfulness_true", "chroma",
                  "chroma_bimodal", "chroma_bimodal_true")
         self.means = nn.ModuleDict({name: MeanMetric() for name in names})
-        self.has_bimodal = False
+        self.has_bimodal = self.has_ssim = False
 
     @torch.no_grad()
     def update(self, lab_pred: Tensor, lab_true: Tensor, bimodal: Tensor | None = None) -> None:
         ab_pred, ab_true = lab_pred[:, 1:], lab_true[:, 1:]
         rgb_pred, rgb_true = lab_to_uint8(lab_pred), lab_to_uint8(lab_true)
         self.psnr.update(rgb_pred.float(), rgb_true.float())  # PSNR on 8-bit RGB, as in Zhang 2017
+        if min(rgb_true.shape[-2:]) >= SSIM_MIN_SIDE:
+            self.has_ssim = True
+            self.ssim.update(rgb_pred.float(), rgb_true.float())
+        self.auc.update(ab_pred, ab_true)
         m = self.means
         m["ab_error"].update(ab_error(ab_pred, ab_true))
         m["ab_error_gray"].update(chroma(ab_true))  # the error of predicting ab = 0
@@ -72,9 +120,14 @@ class ColorMetrics(nn.Module):
         skip = set() if self.has_bimodal else {"chroma_bimodal", "chroma_bimodal_true"}
         out = {f"{prefix}{name}": metric.compute() for name, metric in self.means.items() if name not in skip}
         out[f"{prefix}psnr"] = self.psnr.compute()
+        if self.has_ssim:
+            out[f"{prefix}ssim"] = self.ssim.compute()
+        out.update({f"{prefix}{k}": v for k, v in self.auc.compute().items()})
         return out
 
     def reset(self) -> None:
         self.psnr.reset()
+        self.ssim.reset()
+        self.auc.reset()
         for metric in self.means.values():
             metric.reset()

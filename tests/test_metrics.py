@@ -60,3 +60,52 @@ def test_color_metrics_bimodal_chroma_is_masked_mean():
     metrics = ColorMetrics()
     metrics.update(lab, lab, mask)
     assert metrics.compute()["val/chroma_bimodal"].item() == pytest.approx((0 + 1 + 15) / 3)
+
+
+def test_auc_is_one_for_the_truth_and_analytic_for_a_constant_offset():
+    from colorlab.metrics import ErrorCurveAuC
+
+    ab_true = (torch.rand(2, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 60
+    auc = ErrorCurveAuC()
+    auc.update(ab_true, ab_true)
+    assert auc.compute()["auc"].item() == pytest.approx(1.0)
+    auc = ErrorCurveAuC()
+    auc.update(ab_true + torch.tensor([18.0, 24.0]).view(1, 2, 1, 1), ab_true)  # |offset| = 30 exactly
+    out = auc.compute()
+    assert out["auc"].item() == pytest.approx((150 - 30 + 1) / 151)
+    assert out["auc_rebalanced"].item() == pytest.approx((150 - 30 + 1) / 151)
+
+
+def test_rebalanced_auc_weights_every_colour_bin_equally():
+    from colorlab.metrics import ErrorCurveAuC
+
+    ab_true = torch.zeros(1, 2, 10, 10)
+    ab_true[0, 0, 0, 0] = 60.0  # one rare red pixel among 99 gray ones
+    ab_pred = ab_true.clone()
+    ab_pred[0, 0, 0, 0] = -40.0  # the rare pixel is off by exactly 100
+    out = ErrorCurveAuC()
+    out.update(ab_pred, ab_true)
+    out = out.compute()
+    rare = (150 - 100 + 1) / 151
+    assert out["auc"].item() == pytest.approx((99 * 1.0 + rare) / 100)
+    assert out["auc_rebalanced"].item() == pytest.approx((1.0 + rare) / 2)
+
+
+def test_color_metrics_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    from colorlab.color import lab_to_uint8
+
+    gen = torch.Generator().manual_seed(2)
+    true = torch.randint(0, 256, (2, 3, 32, 32), generator=gen).to(torch.uint8)
+    lab_true = uint8_to_lab(true)
+    lab_pred = lab_true.clone()
+    lab_pred[:, 1:] += torch.randn(lab_pred[:, 1:].shape, generator=gen) * 8
+    metrics = ColorMetrics()
+    metrics.update(lab_pred, lab_true)
+    pred_u8, true_u8 = lab_to_uint8(lab_pred), lab_to_uint8(lab_true)
+    expected = np.mean([structural_similarity(t.permute(1, 2, 0).numpy(), p.permute(1, 2, 0).numpy(), channel_axis=2,
+                                              data_range=255, gaussian_weights=True, sigma=1.5,
+                                              use_sample_covariance=False)
+                        for t, p in zip(true_u8, pred_u8, strict=True)])
+    assert metrics.compute()["val/ssim"].item() == pytest.approx(expected, abs=2e-3)

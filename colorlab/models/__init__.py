@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from colorlab.config import CONF_DIR
+from colorlab.config import override
 from colorlab.embed import OUTPUT_DIMS
 from colorlab.models.base import Colorizer
 from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
@@ -56,9 +56,6 @@ def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -
     if not isinstance(checkpoint, dict) or checkpoint.get("colorlab_config") is None:
         raise ValueError(f"{path} is not a colorlab checkpoint (no 'colorlab_config' entry)")
     # keys added to colorlab after the checkpoint was written take their defaults
-    defaults = OmegaConf.load(CONF_DIR / "defaults.yaml")
-    defaults.pop("defaults")
-    config = OmegaConf.merge(defaults, checkpoint["colorlab_config"])
-    model = build_model(config, with_data=False)
+    model = build_model(override(OmegaConf.create(checkpoint["colorlab_config"]), []), with_data=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

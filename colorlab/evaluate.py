@@ -1,0 +1,149 @@
+"""Evaluate a checkpoint: ``python -m colorlab.evaluate ckpt=PATH [out=DIR] [data=...] [key=value ...]``.
+
+Any formulation's checkpoint, on its own validation data or another source (``data=folder
+data.root=...``). For bin formulations every temperature in ``evaluate.temperatures`` is decoded
+from the same forward pass (no retraining): a table, and a plot of colourfulness against AuC over
+T (seed 002's mode-to-mean trade-off). Writes metrics.json, metrics.md, samples.png (and
+temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
+next to the checkpoint's run; training's own files are never touched).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from colorlab.color import denormalize_lab
+from colorlab.config import ConfigError, override
+from colorlab.metrics import ColorMetrics
+from colorlab.models.bins import BinsColorizer, resize_to
+
+USAGE = __doc__.split("\n\n")[0]
+
+
+@torch.no_grad()
+def evaluate(model, cfg: DictConfig) -> dict:
+    """Metrics per decoding: {'default': {...}} for regression, {'T=0.38': {...}, ...} for bins.
+
+    Also returns the first batch's Lab predictions per decoding under '_samples' for the figures.
+    """
+    from colorlab.data import ColorDataModule
+    from colorlab.embed import attach_embeddings
+
+    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule.setup("validate")
+    attach_embeddings(datamodule, cfg)
+    device = next(model.parameters()).device
+    temperatures = list(cfg.evaluate.temperatures) if isinstance(model, BinsColorizer) else []
+    if isinstance(model, BinsColorizer) and model.temperature not in temperatures:
+        temperatures.append(model.temperature)
+    decodings = {f"T={t:g}": t for t in sorted(temperatures)} or {"default": None}
+    metrics = {name: ColorMetrics().to(device) for name in decodings}
+    samples: dict[str, torch.Tensor] = {}
+    loader = datamodule.val_dataloader()
+    for i, batch in enumerate(tqdm(loader, desc="evaluate", unit="batch", disable=None)):
+        batch = datamodule.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
+        out = model.run_net(batch)  # one forward pass, every temperature decoded from it
+        lab_true = denormalize_lab(batch["l"], batch["ab"])
+        for name, t in decodings.items():
+            ab = model.decode(out) if t is None else model.decode_at(out, t)
+            lab_pred = denormalize_lab(batch["l"], resize_to(ab.float(), batch["l"].shape[-2:]))
+            metrics[name].update(lab_pred, lab_true, batch.get("bimodal"))
+            if i == 0:
+                samples[name] = lab_pred[: cfg.evaluate.n_samples].cpu()
+        if i == 0:
+            samples["truth"] = lab_true[: cfg.evaluate.n_samples].cpu()
+    results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
+    return {**results, "_samples": samples, "_temperatures": decodings}
+
+
+def write_report(results: dict, model, out: Path, checkpoint: Path) -> list[Path]:
+    """metrics.json, metrics.md, samples.png and, for several temperatures, the trade-off figures."""
+    from colorlab.compare import labelled_grid
+    from colorlab.viz import sample_grid, save_png
+
+    samples, decodings = results.pop("_samples"), results.pop("_temperatures")
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "metrics.json", out / "metrics.md"]
+    (out / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint), "experiment":
+                                                  model.config["experiment"], "results": results}, indent=2) + "\n")
+    keys = list(next(iter(results.values())))
+    lines = [f"# {model.config['experiment']}: {checkpoint}", "", "| decoding | " + " | ".join(keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |" for name, row in results.items()]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    default = "default" if "default" in decodings else f"T={model.temperature:g}"
+    written.append(save_png(sample_grid(samples[default], samples["truth"]), out / "samples.png"))
+    if len(decodings) > 1:
+        columns = [("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))]
+        columns += [(name, samples[name]) for name in decodings] + [("ground truth", samples["truth"])]
+        written.append(save_png(labelled_grid(columns, tile=96), out / "temperature_samples.png"))
+        written.append(plot_temperature_tradeoff(results, decodings, out / "temperature.png"))
+    return written
+
+
+def plot_temperature_tradeoff(results: dict, decodings: dict, path: Path) -> Path:
+    """Colourfulness against AuC over T, each point labelled with its T (seed 002's trade-off)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(decodings)
+    t = [decodings[n] for n in names]
+    colourfulness = [results[n]["colorfulness"] for n in names]
+    auc = [results[n]["auc"] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    axes[0].plot(auc, colourfulness, "o-")
+    for x, y, temperature in zip(auc, colourfulness, t, strict=True):
+        axes[0].annotate(f"T={temperature:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes[0].axhline(results[names[0]]["colorfulness_true"], color="gray", ls="--", lw=1, label="ground truth")
+    axes[0].set(xlabel="AuC of the ab error curve (higher: closer to the truth)", ylabel="colourfulness",
+                title="mode (T→0) to mean (T=1)")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(t, colourfulness, "o-", label="colourfulness")
+    axes[1].set(xlabel="temperature T", ylabel="colourfulness", title="colourfulness falls as T rises")
+    twin = axes[1].twinx()
+    twin.plot(t, auc, "s--", color="tab:orange", label="AuC")
+    twin.set_ylabel("AuC", color="tab:orange")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from colorlab.models import load_colorizer
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "out="))}
+    overrides = [a for a in argv if not a.startswith(("ckpt=", "out="))]
+    try:
+        if "ckpt" not in options:
+            raise ConfigError("missing ckpt=PATH (a checkpoint written by colorlab.fit)")
+        checkpoint = Path(options["ckpt"])
+        model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+        cfg = override(OmegaConf.create(model.config), overrides)
+        if any(t < 0 for t in cfg.evaluate.temperatures):
+            raise ConfigError(f"evaluate.temperatures must be >= 0. Got {list(cfg.evaluate.temperatures)}")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(options.get("out", checkpoint.resolve().parent.parent / "evaluate"))
+    results = evaluate(model, cfg)
+    written = write_report(results, model, out, checkpoint)
+    print((out / "metrics.md").read_text(), end="")
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from colorlab.config import compose
+from colorlab.evaluate import main as evaluate_main
+from colorlab.fit import train
+
+
+@pytest.fixture
+def bins_run(tiny_overrides, tmp_path):
+    train(compose("unet_bins", tiny_overrides + ["trainer.max_epochs=1"]))
+    return tmp_path / "run"
+
+
+def test_temperature_sweep_from_one_forward_pass(bins_run, monkeypatch, capsys):
+    import colorlab.models.base
+
+    calls = []
+    original = colorlab.models.base.Colorizer.run_net
+    monkeypatch.setattr(colorlab.models.base.Colorizer, "run_net", lambda self, b: calls.append(1) or original(self, b))
+    checkpoint = bins_run / "checkpoints" / "last.ckpt"
+    training_metrics = (bins_run / "metrics.json").read_text()
+    assert evaluate_main([f"ckpt={checkpoint}", "evaluate.temperatures=[0,0.5,1]"]) == 0
+    out = bins_run / "evaluate"
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["results"]) == ["T=0", "T=0.38", "T=0.5", "T=1"]  # the model's own T is added
+    assert len(calls) == 2  # 16 validation images in batches of 8: one forward pass per batch
+    assert all(0 <= row["auc"] <= 1 for row in report["results"].values())
+    for name in ("metrics.md", "samples.png", "temperature.png", "temperature_samples.png"):
+        assert (out / name).stat().st_size > 0
+    assert (bins_run / "metrics.json").read_text() == training_metrics  # training's files untouched
+    # the model's own temperature reproduces the validation metric logged in training
+    assert report["results"]["T=0.38"]["psnr"] == pytest.approx(json.loads(training_metrics)["val/psnr"], rel=1e-4)
+
+
+def test_evaluate_errors_are_clear(tmp_path, capsys, bins_run):
+    assert evaluate_main(["evaluate.temperatures=[0]"]) == 2
+    assert "missing ckpt=PATH" in capsys.readouterr().err
+    assert evaluate_main([f"ckpt={tmp_path / 'none.ckpt'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    checkpoint = bins_run / "checkpoints" / "last.ckpt"
+    assert evaluate_main([f"ckpt={checkpoint}", "evaluate.temperature=[0]"]) == 2
+    assert "evaluate.temperatures" in capsys.readouterr().err
