@@ -4,7 +4,7 @@ First the IRN2 embeddings of every whole image are computed (the one-time extra 
 then both variants train for two epochs; with the cache, fusion's second epoch costs only the
 fusion layer and a table lookup. Target: fusion's epoch 2 <= 1.15x the same epoch without fusion.
 
-    python benchmarks/embed_cache.py [--images 128] [--size 299] [--weights random]
+    python benchmarks/embed_cache.py [--images 512] [--size 299] [--weights random]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class EpochTimer(pl.Callback):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=128, help="training scenes (64 px)")
+    parser.add_argument("--images", type=int, default=512, help="training scenes (64 px)")
     parser.add_argument("--size", type=int, default=299, help="IRN2 input side")
     parser.add_argument("--weights", default="random", help="embed.weights (no download here: random)")
     args = parser.parse_args()

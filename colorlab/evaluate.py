@@ -18,12 +18,46 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from colorlab.color import denormalize_lab
+from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override
 from colorlab.metrics import ColorMetrics
 from colorlab.models.bins import BinsColorizer, resize_to
 
 USAGE = __doc__.split("\n\n")[0]
+
+
+FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's Inception, in torch hub's cache
+LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet, in torch hub's cache
+
+
+def optional_metrics(cfg: DictConfig) -> dict:
+    """Factories of FID and LPIPS when their weights are on this machine; otherwise one line each
+    saying how to enable them (nothing is ever downloaded)."""
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    factories = {}
+    if cfg.evaluate.fid:
+        try:
+            import torch_fidelity  # noqa: F401
+            from torchmetrics.image.fid import FrechetInceptionDistance
+
+            if not (checkpoints / FID_WEIGHTS).is_file():
+                raise FileNotFoundError
+            factories["fid"] = lambda: FrechetInceptionDistance(feature=2048)
+        except (ImportError, FileNotFoundError):
+            print(f"FID skipped: needs `pip install torch-fidelity` and {checkpoints / FID_WEIGHTS} (created on a "
+                  "connected machine by computing FID once with torchmetrics); evaluate.fid=false hides this line")
+    if cfg.evaluate.lpips:
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            if not (checkpoints / LPIPS_BACKBONE).is_file():
+                raise FileNotFoundError
+            factories["lpips"] = lambda: LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+        except (ImportError, FileNotFoundError):
+            print(f"LPIPS skipped: needs torchvision's AlexNet weights at {checkpoints / LPIPS_BACKBONE} (created "
+                  "on a connected machine by torchvision.models.alexnet(weights='DEFAULT')); "
+                  "evaluate.lpips=false hides this line")
+    return factories
 
 
 @torch.no_grad()
@@ -44,6 +78,8 @@ def evaluate(model, cfg: DictConfig) -> dict:
         temperatures.append(model.temperature)
     decodings = {f"T={t:g}": t for t in sorted(temperatures)} or {"default": None}
     metrics = {name: ColorMetrics().to(device) for name in decodings}
+    factories = optional_metrics(cfg)
+    extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
     samples: dict[str, torch.Tensor] = {}
     loader = datamodule.val_dataloader()
     for i, batch in enumerate(tqdm(loader, desc="evaluate", unit="batch", disable=None)):
@@ -54,11 +90,19 @@ def evaluate(model, cfg: DictConfig) -> dict:
             ab = model.decode(out) if t is None else model.decode_at(out, t)
             lab_pred = denormalize_lab(batch["l"], resize_to(ab.float(), batch["l"].shape[-2:]))
             metrics[name].update(lab_pred, lab_true, batch.get("bimodal"))
+            for metric_name, metric in extra[name].items():
+                if metric_name == "fid":
+                    metric.update(lab_to_uint8(lab_true), real=True)
+                    metric.update(lab_to_uint8(lab_pred), real=False)
+                else:
+                    metric.update(lab_to_rgb(lab_pred), lab_to_rgb(lab_true))
             if i == 0:
                 samples[name] = lab_pred[: cfg.evaluate.n_samples].cpu()
         if i == 0:
             samples["truth"] = lab_true[: cfg.evaluate.n_samples].cpu()
     results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
+    for name, metrics_of_decoding in extra.items():
+        results[name].update({k: float(m.compute()) for k, m in metrics_of_decoding.items()})
     return {**results, "_samples": samples, "_temperatures": decodings}
 
 

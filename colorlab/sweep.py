@@ -51,10 +51,19 @@ def read_metric(run_dir: Path, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+def _import_sweeps():
+    import warnings
+
+    with warnings.catch_warnings():  # sweeps 0.3 still uses a pydantic-1 config key
+        warnings.simplefilter("ignore", UserWarning)
+        import sweeps
+    return sweeps
+
+
 def run_sweep(sweep_path: Path, count: int, overrides: list[str], out: Path,
               timeout: float | None = None) -> list[dict]:
-    import sweeps
-    from sweeps import RunState, SweepRun
+    sweeps = _import_sweeps()
+    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun
 
     sweep = yaml.safe_load(sweep_path.read_text())
     metric, goal = sweep["metric"]["name"], sweep["metric"].get("goal", "minimize")
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         available = sorted(map(str, Path("sweeps").glob("*.yaml")))
         parser.error(f"sweep file {args.sweep} does not exist; available: {available}")
     try:
-        import sweeps  # noqa: F401
+        _import_sweeps()
     except ImportError:
         parser.error("offline sweeps need W&B's search engine: pip install 'colorlab[sweep]' (the package 'sweeps')")
     out = args.out or Path("runs/sweeps") / f"{args.sweep.stem}-{datetime.now():%Y%m%d-%H%M%S}"

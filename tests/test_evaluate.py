@@ -42,3 +42,14 @@ def test_evaluate_errors_are_clear(tmp_path, capsys, bins_run):
     checkpoint = bins_run / "checkpoints" / "last.ckpt"
     assert evaluate_main([f"ckpt={checkpoint}", "evaluate.temperature=[0]"]) == 2
     assert "evaluate.temperatures" in capsys.readouterr().err
+
+
+def test_fid_and_lpips_are_skipped_with_one_line_each_without_weights(bins_run, tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    assert evaluate_main([f"ckpt={bins_run / 'checkpoints' / 'last.ckpt'}", "evaluate.temperatures=[0,1]",
+                          f"out={tmp_path / 'ev'}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("FID skipped") == 1 and printed.count("LPIPS skipped") == 1
+    assert str(tmp_path / "empty-hub") in printed

@@ -49,3 +49,15 @@ def test_eccv16_paper_size_has_zhangs_parameter_count():
     net = build_net("eccv16", out_channels=313, width=64)
     millions = sum(p.numel() for p in net.parameters()) / 1e6
     assert 30 < millions < 34  # the released caffe model has 32.2 M
+
+
+def test_koala_fusion_equals_a_1x1_conv_over_the_concatenated_grid():
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    net = build_net("koala", out_channels=2, width=8, embed_dim=10).eval()
+    features, embedding = torch.randn(2, 32, 4, 4), torch.randn(2, 10)
+    grid = embedding[:, :, None, None].expand(-1, -1, 4, 4)
+    reference = F.conv2d(torch.cat([features, grid], dim=1), net.fusion_weight())
+    fast = net.fuse_features(features) + net.fuse_embedding(embedding)[:, :, None, None]
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
