@@ -21,7 +21,10 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
         mode = cfg.logger.mode
         if os.environ.get("WANDB_SWEEP_ID") and "WANDB_MODE" not in os.environ:
             mode = "online"  # started by `wandb agent`: the sweep server needs the run's metrics
-        return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+        # a requeued SLURM job continues the same W&B run
+        job = os.environ.get("SLURM_JOB_ID")
+        run_id = {"id": f"{cfg.experiment}-slurm-{job}", "resume": "allow"} if job else {}
+        return WandbLogger(**run_id, project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                            tags=list(cfg.logger.tags), name=f"{cfg.experiment}/{run_dir.name}",
                            save_dir=str(run_dir), mode=mode,
                            config=OmegaConf.to_container(cfg, resolve=True))

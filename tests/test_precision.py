@@ -1,0 +1,31 @@
+"""Mixed precision: Lab conversion, encodings and losses stay fp32; no NaN on black or saturated images."""
+
+import pytest
+import torch
+
+from colorlab.config import compose
+from colorlab.data import add_lab
+from colorlab.fit import train
+from colorlab.models import build_model
+
+EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+
+
+@pytest.mark.parametrize("experiment", ["regression_l2", "bins1d", "eccv16_full", "unet_bins"])
+def test_bf16_autocast_on_black_and_saturated_images(experiment, tiny_overrides):
+    model = build_model(compose(experiment, tiny_overrides))
+    rgb = torch.tensor(EXTREMES, dtype=torch.uint8).view(-1, 3, 1, 1).expand(-1, 3, 32, 32).contiguous()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as Lightning's bf16-mixed does around the step
+        batch = add_lab({"rgb": rgb})
+        out = model.run_net(batch)
+        loss = model.loss(out, batch)
+    assert batch["ab"].dtype == torch.float32 and loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(model.predict_ab(out, (32, 32))).all()
+
+
+def test_bf16_mixed_training_run(tiny_overrides):
+    metrics = train(compose("unet_bins", tiny_overrides + ["trainer.max_epochs=1", "trainer.precision=bf16-mixed"]))
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
