@@ -79,7 +79,7 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
     save_png(labelled_grid(columns), out / "compare.png")
     keys = list(next(iter(rows.values())))
     table = ["| experiment | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    table += [f"| {name} | " + " | ".join(f"{row[k]:.3g}" for k in keys) + " |" for name, row in rows.items()]
+    table += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |" for name, row in rows.items()]
     (out / "compare.md").write_text("\n".join(table) + "\n")
     return rows
 

@@ -123,6 +123,11 @@ def compose(experiment: str | None, overrides: list[str] | None = None) -> DictC
         cfg.choices = selected  # recorded for the run's config.yaml
     if cfg.run_dir is None:
         cfg.run_dir = default_run_dir(cfg.experiment)
+        if cfg.ckpt_path == "last" and not os.environ.get(RUN_DIR_ENV):
+            from colorlab.checkpoints import latest_run_with_checkpoint
+
+            latest = latest_run_with_checkpoint(cfg.experiment)  # resume the latest run of this experiment
+            cfg.run_dir = str(latest) if latest else cfg.run_dir
     return cfg
 
 

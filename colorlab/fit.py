@@ -41,11 +41,14 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, fl
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from colorlab.checkpoints import AtomicCheckpointIO, resolve_resume
     from colorlab.data import ColorDataModule
+    from colorlab.data.datamodule import skip_summary
     from colorlab.embed import attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
 
+    resume_from = resolve_resume(cfg, run_dir)  # before any work: a bad checkpoint stops the run here
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
     attach_embeddings(datamodule, cfg)  # global features, computed once per image and cached
@@ -53,24 +56,29 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, fl
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                  monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
                                  save_top_k=1, auto_insert_metric_name=False)
-    # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=None, save_top_k=0, save_last=True)
+    # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart,
+    # rewritten (atomically) after every epoch
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
     trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                         callbacks=[checkpoint, last, *(callbacks or [])],
+                         callbacks=[checkpoint, last, *(callbacks or [])], plugins=[AtomicCheckpointIO()],
                          **OmegaConf.to_container(cfg.trainer, resolve=True))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     if trainer.is_global_zero:
+        skipped = skip_summary(datamodule)
         summary = {**metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                   "train/gray_dropped": datamodule.gray_dropped,
-                   "best_checkpoint": checkpoint.best_model_path or None}
+                   "data/skipped": skipped, "best_checkpoint": checkpoint.best_model_path or None}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if skipped:
+            print(f"inputs left out: {sum(skipped.values())} (" + ", ".join(f"{n} {r}" for r, n in skipped.items())
+                  + ")")
         print(f"run written to {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
@@ -97,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--cfg" in flags:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
-    train(cfg)
+    from colorlab.checkpoints import ResumeError
+
+    try:
+        train(cfg)
+    except ResumeError as e:
+        print(f"colorlab.fit: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,7 +22,7 @@ def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_pat
         cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
         saved = json.loads((run / "metrics.json").read_text())
         assert cells["experiment"] == run.name
-        assert float(cells["psnr"]) == pytest.approx(saved["val/psnr"], rel=2e-3)  # 3 significant digits
+        assert float(cells["psnr"]) == pytest.approx(saved["val/psnr"], rel=5e-4)  # 4 significant digits
     with Image.open(out / "compare.png") as grid:
         assert grid.width == 4 * 130 and grid.height > 3 * 128  # gray | 2 experiments | truth
 

@@ -94,3 +94,29 @@ def test_folder_errors_are_clear(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("hi")
     with pytest.raises(ValueError, match="holds 0 usable colour images"):
         folder_splits(str(tmp_path / "empty"), size=16, scale=24, seed=0)
+
+
+def test_training_on_the_bad_input_corpus_continues_and_reports_what_was_left_out(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from colorlab.config import compose
+    from colorlab.fit import train
+    from tests.corpus import colour_photo
+
+    write_corpus(tmp_path / "photos")  # every odd file in the training tree
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    (tmp_path / "val").mkdir()
+    for i in range(2):
+        Image.fromarray(colour_photo(100 + i)).save(tmp_path / "val" / f"{i}.png")
+    overrides = ["data=folder", f"data.root={tmp_path / 'photos'}", f"data.val_root={tmp_path / 'val'}",
+                 "data.size=16", "data.batch_size=2", "data.num_workers=0", "logger=none", "trainer.max_epochs=2",
+                 "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
+    with pytest.warns(UserWarning, match="files skipped"):
+        metrics = train(compose("regression_l2", overrides))
+    assert metrics["val/loss"] == metrics["val/loss"]  # trained and validated: not NaN
+    skipped = json.loads((tmp_path / "run" / "metrics.json").read_text())["data/skipped"]
+    # the truncated JPEG passes the header scan, fails when decoded, and is counted once over 2 epochs
+    assert skipped == {"empty file": 1, "not an image": 2, "decompression bomb": 1, "grayscale": 2,
+                       "not an image suffix": 1, "corrupt image data": 1}

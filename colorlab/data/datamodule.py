@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
 from colorlab.data.photos import folder_splits, samples_splits
@@ -24,6 +24,16 @@ SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": f
 
 # data keys that change what the splits contain (not how fast they are read)
 _SPEED_KEYS = {"batch_size", "num_workers"}
+
+
+def skip_summary(datamodule: ColorDataModule) -> dict:
+    """How many training inputs were left out and why: for metrics.json and the closing line."""
+    skipped = dict(getattr(datamodule.train_set, "skipped", {}))
+    if datamodule.decode_failures:
+        skipped["corrupt image data"] = skipped.get("corrupt image data", 0) + len(datamodule.decode_failures)
+    if datamodule.gray_dropped:
+        skipped["gray images dropped in training"] = datamodule.gray_dropped
+    return skipped
 
 
 def data_identity(cfg) -> dict:
@@ -51,6 +61,23 @@ def add_lab(batch: dict) -> dict:
     return batch
 
 
+class EpochShuffle(Sampler[int]):
+    """A random permutation of range(n) drawn from (seed, epoch) alone; Lightning calls set_epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class ColorDataModule(pl.LightningDataModule):
     """Batches are dicts: ``rgb`` uint8 (B, 3, H, W), ``index`` and ``item`` (B,), optionally
     ``bimodal`` bool (B, 1, H, W); after transfer also ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab``
@@ -64,6 +91,7 @@ class ColorDataModule(pl.LightningDataModule):
         self.seed, self.source = seed, source
         self.train_set = self.val_set = None
         self.gray_dropped = 0
+        self.decode_failures: set[int] = set()  # training files that failed to decode (by index)
         # optional per-split tables (n_items, dim) of global embeddings, looked up by item id
         self.embeddings: dict[str, torch.Tensor] = {}
 
@@ -72,8 +100,12 @@ class ColorDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = SOURCES[self.name](size=self.size, seed=self.seed, **self.source)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        # one process: an order that depends on (seed, epoch) alone, so a resumed run replays it;
+        # DDP: Lightning's DistributedSampler, which is seeded per epoch in the same way
+        sampler = EpochShuffle(len(dataset), self.seed) if train and not distributed else None
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                          drop_last=train, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
@@ -85,6 +117,9 @@ class ColorDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         batch = add_lab(batch)
         training = self.trainer is not None and self.trainer.training
+        failed = batch.pop("decode_failed", None)
+        if training and failed is not None:
+            self.decode_failures.update(int(i) for i in failed[failed >= 0])
         table = self.embeddings.get("train" if training else "val")
         if table is not None:
             batch["embedding"] = table[batch["item"].cpu()].to(batch["rgb"].device, non_blocking=True)

@@ -149,18 +149,29 @@ def _is_val(path: Path, root: Path, val_fraction: float) -> bool:
 class FolderImages(PhotoCrops):
     """Images from a list of paths; a file that fails to decode is replaced by the next one."""
 
-    def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0):
+    def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0,
+                 skipped: Counter | None = None):
         super().__init__(self._read, len(paths), size, scale, train, len(paths), seed)
-        self.paths = paths
+        self.paths, self._failed = paths, -1
+        self.skipped = skipped or Counter()  # files left out when the folder was scanned, by reason
 
     def _read(self, i: int) -> np.ndarray:
         for offset in range(self.n):
-            path = self.paths[(i + offset) % self.n]
+            index = (i + offset) % self.n
             try:
-                return read_rgb(path)
+                rgb = read_rgb(self.paths[index])
             except UnreadableImage as e:  # headers looked fine but the pixel data did not
                 warnings.warn(f"skipped while decoding: {e}", stacklevel=2)
+                self._failed = index if self._failed < 0 else self._failed
+                continue
+            return rgb
         raise RuntimeError("no image in the folder could be decoded")
+
+    def __getitem__(self, index: int) -> dict:
+        self._failed = -1
+        item = super().__getitem__(index)
+        # which file failed to decode for this item (-1: none); the DataModule counts them
+        return {**item, "decode_failed": self._failed}
 
 
 def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val_root: str | None = None,
@@ -183,7 +194,7 @@ def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val
         raise ValueError(f"data.root={root} holds {len(paths)} usable colour images "
                          f"({sum(skipped.values())} skipped); need at least one for training and one "
                          f"for validation. Supported suffixes: {sorted(IMAGE_SUFFIXES)}")
-    return (FolderImages(train_paths, size, scale, True, seed),
+    return (FolderImages(train_paths, size, scale, True, seed, skipped),
             FolderImages(val_paths, size, scale, False, seed))
 
 

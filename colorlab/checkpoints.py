@@ -1,0 +1,63 @@
+"""Checkpoints that survive a kill, and resuming from them with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from colorlab.io import atomic_save
+
+# what must agree between a checkpoint and the run that resumes from it
+RESUME_KEYS = ("model.name", "net.name", "model.bins", "model.n_bins", "embed.enabled", "embed.output")
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed from; the message says why and what to do."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write through a temporary file and a rename: a run killed while saving leaves the previous
+    checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_save(checkpoint, Path(path))
+
+
+def read_checkpoint(path: Path) -> dict:
+    """torch.load with weights_only=True; a truncated or foreign file is a ResumeError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ResumeError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); it may be "
+                          "truncated or not a torch checkpoint. Nothing was resumed: pass another ckpt_path, "
+                          "or drop ckpt_path to start a fresh run") from e
+
+
+def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from (``ckpt_path``: null, 'last' or a path), checked against ``cfg``."""
+    if cfg.ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        hint = (f"run_dir={run_dir} has no checkpoints/last.ckpt; give the run to resume, "
+                f"e.g. run_dir=runs/{cfg.experiment}/<timestamp>") if cfg.ckpt_path == "last" else "no such file"
+        raise ResumeError(f"ckpt_path={cfg.ckpt_path}: {hint}")
+    stored = read_checkpoint(path).get("colorlab_config")
+    if stored is None:
+        raise ResumeError(f"{path} is not a colorlab checkpoint (no 'colorlab_config' entry)")
+    stored = OmegaConf.create(stored)
+    for key in RESUME_KEYS:
+        theirs, ours = OmegaConf.select(stored, key), OmegaConf.select(cfg, key)
+        if theirs != ours:
+            raise ResumeError(f"{path} was trained with {key}={theirs}, this run has {key}={ours}: a checkpoint "
+                              f"resumes only the same formulation (experiment {stored.get('experiment')})")
+    return str(path)
+
+
+def latest_run_with_checkpoint(experiment: str, root: Path = Path("runs")) -> Path | None:
+    """The most recent run directory of an experiment that holds checkpoints/last.ckpt."""
+    candidates = list((root / experiment).glob("*/checkpoints/last.ckpt"))
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent if candidates else None
