@@ -18,8 +18,16 @@ from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
 from colorlab.data.photos import folder_splits, samples_splits
 from colorlab.data.synthetic import synthetic_splits
 
+
 # data.name -> function(**source keys of the data config) -> (train dataset, val dataset)
-SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits}
+def _shards_splits(**kwargs):
+    from colorlab.data.shards import shards_splits  # litdata is imported only for data=shards
+
+    return shards_splits(**kwargs)
+
+
+SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits,
+           "shards": _shards_splits}
 
 
 # data keys that change what the splits contain (not how fast they are read)
@@ -100,6 +108,11 @@ class ColorDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = SOURCES[self.name](size=self.size, seed=self.seed, **self.source)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # litdata shards: shard-aware, resumable
+            from litdata import StreamingDataLoader
+
+            return StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                                       drop_last=train)
         distributed = self.trainer is not None and self.trainer.world_size > 1
         # one process: an order that depends on (seed, epoch) alone, so a resumed run replays it;
         # DDP: Lightning's DistributedSampler, which is seeded per epoch in the same way

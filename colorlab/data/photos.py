@@ -56,6 +56,14 @@ def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def crop_for_split(rgb: np.ndarray, size: int, scale: int, train: bool, seed: int, index: int) -> torch.Tensor:
+    """uint8 (H, W, 3) photo -> uint8 (3, size, size). Training: shorter side resized to a random value
+    in [size, scale], random crop, random flip. Validation: shorter side ``scale``, centre crop."""
+    rng = _item_rng(train, seed, index)
+    side = int(rng.integers(size, scale + 1)) if train else scale
+    return crop(resize_shorter_side(rgb, side), size, rng if train else None)
+
+
 class PhotoCrops(Dataset):
     """Crops of photographs. ``load(i)`` returns photo i as uint8 (H, W, 3).
 
@@ -86,11 +94,8 @@ class PhotoCrops(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = index % self.n
-        rgb = self.load(item)
-        rng = _item_rng(self.train, self.seed, index)
-        side = int(rng.integers(self.size, self.scale + 1)) if self.train else self.scale
-        rgb = resize_shorter_side(rgb, side)
-        return {"rgb": crop(rgb, self.size, rng if self.train else None), "index": index, "item": item}
+        rgb = crop_for_split(self.load(item), self.size, self.scale, self.train, self.seed, index)
+        return {"rgb": rgb, "index": index, "item": item}
 
 
 def samples_splits(size: int, scale: int, seed: int, train_size: int, val_size: int,
