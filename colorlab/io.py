@@ -61,7 +61,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # writable, unlike np.asarray of PIL
 
 
 def read_rgb(path: Path | str) -> np.ndarray:

@@ -29,7 +29,7 @@ def resize_shorter_side(rgb: np.ndarray, side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = side / min(h, w)
     new_size = (max(side, round(w * scale)), max(side, round(h * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(new_size, Image.BICUBIC))
+    return np.array(Image.fromarray(rgb).resize(new_size, Image.BICUBIC))
 
 
 def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.Tensor:
