@@ -75,3 +75,43 @@ def test_missing_shards_are_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no litdata shards.*colorlab.prepare"):
         shards_splits(str(tmp_path), size=16, seed=0)
+
+
+class _RecordItems:
+    """A Lightning callback recording the items of each training batch; saves a checkpoint mid-epoch."""
+
+    def __new__(cls, save_at_step=None, path=None):
+        import pytorch_lightning as pl
+
+        class Recorder(pl.Callback):
+            def __init__(self):
+                self.items = []
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                self.items.append(sorted(int(i) for i in batch["item"]))
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                if save_at_step is not None and trainer.global_step == save_at_step:
+                    trainer.save_checkpoint(path)
+
+        return Recorder()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: the checkpoint holds the StreamingDataLoader state, but Lightning 2.6 applies it in "
+    "fit_loop.setup_data, which already ran for trainer.estimated_stepping_batches (the one-cycle schedule) "
+    "before the checkpoint was restored, so the resumed epoch restarts its order"))
+def test_shards_resume_mid_epoch_where_they_stopped(shards, tiny_overrides, tmp_path):
+    from colorlab.config import compose
+    from colorlab.fit import train
+
+    synthetic_only = ("data.train_size", "data.val_size", "run_dir")
+    base = [o for o in tiny_overrides if not o.startswith(synthetic_only)]
+    base += ["data=shards", f"data.path={shards}", "data.size=32", "data.batch_size=2", "trainer.max_epochs=1"]
+    middle = tmp_path / "mid.ckpt"
+    full = _RecordItems(save_at_step=3, path=middle)
+    train(compose("regression_l2", base + [f"run_dir={tmp_path / 'a'}"]), [full])
+    resumed = _RecordItems()
+    train(compose("regression_l2", base + [f"run_dir={tmp_path / 'b'}", f"ckpt_path={middle}"]), [resumed])
+    assert len(full.items) > 4
+    assert resumed.items == full.items[3:]  # the rest of the epoch, in the same order, nothing repeated
