@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorlab.color import AB_NORM, lab_to_uint8, normalize_lab, uint8_to_lab
+from colorlab.config import key_value_options
 from colorlab.io import IMAGE_SUFFIXES, UnreadableImage, read_rgb, summarize_skips
 
 OPTIONS = ("ckpt", "input", "out", "temperature", "size")
@@ -99,18 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    options = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown = sorted(set(options) - set(OPTIONS)) + [a for a in argv if "=" not in a]
-    missing = [k for k in ("ckpt", "input", "out") if k not in options]
-    if unknown or missing:
-        print(f"colorlab.colorize: error: {'unknown ' + str(unknown) if unknown else 'missing ' + str(missing)}; "
-              f"options: {', '.join(f'{o}=...' for o in OPTIONS)}", file=sys.stderr)
-        return 2
     try:
+        options = key_value_options(argv, OPTIONS, required=("ckpt", "input", "out"))
         written, skipped = colorize(Path(options["ckpt"]), Path(options["input"]), Path(options["out"]),
                                     float(options["temperature"]) if "temperature" in options else None,
                                     int(options["size"]) if "size" in options else None)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"colorlab.colorize: error: {e}", file=sys.stderr)
         return 2
     print(f"{len(written)} images written to {options['out']}")

@@ -198,3 +198,14 @@ def experiment_listing() -> str:
     for name, path in available_experiments().items():
         rows.append(f"{name:<18} {OmegaConf.load(path).get('description', '')}")
     return "\n".join(rows)
+
+
+def key_value_options(argv: list[str], allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, str]:
+    """The 'key=value' arguments of a small command (colorize, prepare), checked against ``allowed``."""
+    options = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = sorted(set(options) - set(allowed)) + [a for a in argv if "=" not in a]
+    missing = [k for k in required if k not in options]
+    if unknown or missing:
+        problem = f"unknown {unknown}" if unknown else f"missing {missing}"
+        raise ConfigError(f"{problem}; options: {', '.join(f'{k}=...' for k in allowed)}")
+    return options

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from colorlab.config import key_value_options
 from colorlab.data.photos import folder_splits, resize_shorter_side
 from colorlab.io import UnreadableImage, read_rgb
 
@@ -50,15 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    options = dict(a.split("=", 1) for a in argv if "=" in a)
-    allowed = {"data.root", "data.val_root", "data.val_fraction", "out", "size", "workers"}
-    unknown = sorted(set(options) - allowed) + [a for a in argv if "=" not in a]
-    if unknown or "data.root" not in options or "out" not in options:
-        print(f"colorlab.prepare: error: need data.root=DIR out=DIR; valid keys: {sorted(allowed)}; "
-              f"got unknown {unknown}" if unknown else "colorlab.prepare: error: need data.root=DIR out=DIR",
-              file=sys.stderr)
-        return 2
     try:
+        options = key_value_options(argv, ("data.root", "out", "size", "data.val_root", "data.val_fraction",
+                                           "workers"), required=("data.root", "out"))
         counts = prepare(options["data.root"], Path(options["out"]), int(options.get("size", 256)),
                          options.get("data.val_root"), float(options.get("data.val_fraction", 0.1)),
                          int(options.get("workers", 1)))
