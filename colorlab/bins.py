@@ -153,8 +153,10 @@ def soft_encode(ab: Tensor, centers: Tensor, k: int = 5, sigma: float = 5.0) -> 
 
 # --- prior and rebalancing ---------------------------------------------------------------------
 def bin_counts(ab: Tensor, centers: Tensor) -> Tensor:
-    """Pixel counts per bin (Q,) of a batch ab (B, 2, H, W) (nearest-centre assignment)."""
-    return torch.bincount(hard_encode(ab, centers).flatten(), minlength=len(centers)).double()
+    """Pixel counts per image and bin, (B, Q), of ab (B, 2, H, W) (nearest-centre assignment)."""
+    b, q = ab.shape[0], len(centers)
+    per_image = hard_encode(ab, centers).flatten(1) + torch.arange(b, device=ab.device)[:, None] * q
+    return torch.bincount(per_image.flatten(), minlength=b * q).view(b, q).double()
 
 
 def smooth_prior(counts: Tensor, centers: Tensor, sigma: float = 5.0) -> Tensor:

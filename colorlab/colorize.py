@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorlab.color import AB_NORM, lab_to_uint8, normalize_lab, uint8_to_lab
-from colorlab.config import key_value_options
+from colorlab.config import key_value_options, usage_exit_code
 from colorlab.io import IMAGE_SUFFIXES, UnreadableImage, read_rgb, summarize_skips
 
 OPTIONS = ("ckpt", "input", "out", "temperature", "size")
@@ -97,9 +97,8 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     try:
         options = key_value_options(argv, OPTIONS, required=("ckpt", "input", "out"))
         written, skipped = colorize(Path(options["ckpt"]), Path(options["input"]), Path(options["out"]),

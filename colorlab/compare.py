@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_rgb
-from colorlab.config import ConfigError
+from colorlab.config import ConfigError, usage_exit_code
 from colorlab.data import ColorDataModule, add_lab
 from colorlab.embed import attach_embeddings
 from colorlab.metrics import ColorMetrics
@@ -86,9 +86,8 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     checkpoints = [Path(a) for a in argv if "=" not in a]
     options = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("data."))
     data_overrides = [a for a in argv if a.startswith("data.")]

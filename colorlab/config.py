@@ -209,3 +209,12 @@ def key_value_options(argv: list[str], allowed: tuple[str, ...], required: tuple
         problem = f"unknown {unknown}" if unknown else f"missing {missing}"
         raise ConfigError(f"{problem}; options: {', '.join(f'{k}=...' for k in allowed)}")
     return options
+
+
+def usage_exit_code(argv: list[str], doc: str) -> int | None:
+    """For the small commands: print ``doc`` and return the exit code when argv asks for help
+    (0) or is empty (2); None when the command should run."""
+    if argv and argv[0] not in ("-h", "--help"):
+        return None
+    print(doc)
+    return 0 if argv else 2

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
-from colorlab.config import ConfigError, override
+from colorlab.config import ConfigError, override, usage_exit_code
 from colorlab.metrics import ColorMetrics
 from colorlab.models.bins import BinsColorizer, resize_to
 
@@ -165,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     from colorlab.models import load_colorizer
 
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "out="))}
     overrides = [a for a in argv if not a.startswith(("ckpt=", "out="))]
     try:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from colorlab.bins import gamut_centers, hard_encode
 from colorlab.color import lab_to_uint8
 
 AUC_MAX_THRESHOLD = 150  # Zhang et al. 2016: ab error thresholds 0, 1, ..., 150
@@ -53,15 +54,11 @@ class ErrorCurveAuC(Metric):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        from colorlab.bins import gamut_centers
-
         self.register_buffer("centers", gamut_centers(), persistent=False)
         n_bins, n_steps = len(self.centers), AUC_MAX_THRESHOLD + 2  # last column: error > 150
         self.add_state("histogram", torch.zeros(n_bins, n_steps, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, ab_pred: Tensor, ab_true: Tensor) -> None:
-        from colorlab.bins import hard_encode
-
         # the first threshold an error is within; 1e-4 absorbs float rounding of exact distances
         error_step = (ab_error(ab_pred, ab_true) - 1e-4).ceil().clamp(0, AUC_MAX_THRESHOLD + 1).long().flatten()
         true_bin = hard_encode(ab_true.float(), self.centers.to(ab_true.device)).flatten()

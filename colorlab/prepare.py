@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from colorlab.config import key_value_options
+from colorlab.config import key_value_options, usage_exit_code
 from colorlab.data.photos import folder_splits, resize_shorter_side
 from colorlab.io import UnreadableImage, read_rgb
 
@@ -48,9 +48,8 @@ def prepare(root: str, out: Path, size: int = 256, val_root: str | None = None, 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     try:
         options = key_value_options(argv, ("data.root", "out", "size", "data.val_root", "data.val_fraction",
                                            "workers"), required=("data.root", "out"))

@@ -25,7 +25,7 @@ from colorlab.color import AB_NORM, is_gray
 from colorlab.data.datamodule import data_identity
 from colorlab.io import atomic_save
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-image histograms cached too
 
 
 def prior_key(cfg: DictConfig) -> str:
@@ -39,8 +39,8 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def stream_histograms(cfg: DictConfig, centers: Tensor, per_image: bool = False) -> tuple[Tensor, Tensor | None, int]:
-    """Bin counts (Q,) over the training split, optional per-image histograms (N, Q), image count."""
+def stream_histograms(cfg: DictConfig, centers: Tensor) -> tuple[Tensor, int]:
+    """Per-image bin counts (N, Q) over the training split (gray images left out), and N streamed."""
     from torch.utils.data import DataLoader
 
     from colorlab.data import ColorDataModule
@@ -53,19 +53,18 @@ def stream_histograms(cfg: DictConfig, centers: Tensor, per_image: bool = False)
     loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     device = _device()
     centers = centers.to(device)
-    counts, histograms = torch.zeros(len(centers), dtype=torch.float64, device=device), []
+    histograms = []
     for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
         batch = datamodule.on_after_batch_transfer({"rgb": batch["rgb"].to(device)}, 0)
         ab = batch["ab"] * AB_NORM
         ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
-        counts += bin_counts(ab, centers)
-        if per_image:
-            histograms += [bin_counts(image[None], centers).float().cpu() for image in ab]
-    return counts.cpu(), (torch.stack(histograms) if per_image else None), n_images
+        histograms.append(bin_counts(ab, centers).float().cpu())
+    return torch.cat(histograms), n_images
 
 
 def load_or_compute_prior(cfg: DictConfig) -> dict:
-    """{'counts': (Q,) float64, 'centers': (Q, 2), 'images': N, 'path': cache file}; cached on disk.
+    """{'counts': (Q,) float64, 'histograms': (N, Q) per image, 'centers': (Q, 2), 'images': N,
+    'path': cache file}; cached on disk.
 
     The cache file is written atomically (temporary file + rename), so a process never reads a
     half-written prior, also when several DDP ranks start at once.
@@ -75,10 +74,11 @@ def load_or_compute_prior(cfg: DictConfig) -> dict:
         cached = torch.load(path, weights_only=True)
         return {**cached, "path": path}
     centers = gamut_centers(cfg.prior.grid)
-    counts, _, n_images = stream_histograms(cfg, centers)
+    histograms, n_images = stream_histograms(cfg, centers)
+    counts = histograms.double().sum(dim=0)
     if counts.sum() == 0:
         raise ValueError(f"the training split of data={cfg.data.name} has no colour pixels: cannot estimate a prior")
-    entry = {"counts": counts, "centers": centers, "images": n_images}
+    entry = {"counts": counts, "histograms": histograms, "centers": centers, "images": n_images}
     atomic_save(entry, path)
     return {**entry, "path": path}
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     lam = cfg.model.get("lam", 0.5)
     figure = draw_prior_figure(centers, counts, cfg.prior.sigma, lam, cfg.prior.grid,
                                Path(f"{stem}-prior.png"), highlight)
-    _, histograms, _ = stream_histograms(cfg, centers, per_image=True)
+    histograms = prior["histograms"]  # the K-means analysis reuses the cached pass over the data
     clusters = draw_cluster_figure(histograms, centers, min(cfg.prior.clusters, len(histograms)),
                                    Path(f"{stem}-clusters.png"), seed=cfg.seed)
     used = int((counts > 0).sum())
