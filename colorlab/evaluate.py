@@ -3,7 +3,10 @@
 Any formulation's checkpoint, on its own validation data or another source (``data=folder
 data.root=...``). For bin formulations every temperature in ``evaluate.temperatures`` is decoded
 from the same forward pass (no retraining): a table, and a plot of colourfulness against AuC over
-T (seed 002's mode-to-mean trade-off). Writes metrics.json, metrics.md, samples.png (and
+T (seed 002's mode-to-mean trade-off). For hint models, ``evaluate.hints=[0,1,2,5,10,20,50,100]``
+adds Zhang et al. 2017's protocol: PSNR (8-bit RGB) against the number of random ground-truth
+hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint), as a table and
+hints.png. Writes metrics.json, metrics.md, samples.png (and
 temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
 next to the checkpoint's run; training's own files are never touched).
 """
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, usage_exit_code
+from colorlab.hints import sample_hints
 from colorlab.metrics import ColorMetrics
 from colorlab.models.bins import BinsColorizer, resize_to
 
@@ -77,6 +81,14 @@ def evaluate(model, cfg: DictConfig) -> dict:
     if isinstance(model, BinsColorizer) and model.temperature not in temperatures:
         temperatures.append(model.temperature)
     decodings = {f"T={t:g}": t for t in sorted(temperatures)} or {"default": None}
+    hint_counts = sorted(set(cfg.evaluate.hints))
+    if hint_counts and model.hint_sampling is None:
+        raise ConfigError("evaluate.hints needs a model trained with hints (experiment=hints_unet); "
+                          f"this one is {model.config['experiment']}")
+    if any(n < 0 for n in hint_counts) or cfg.evaluate.hint_patch < 1:
+        raise ConfigError(f"evaluate.hints must be >= 0 and evaluate.hint_patch >= 1. Got {hint_counts}, "
+                          f"{cfg.evaluate.hint_patch}")
+    hinted = {n: ColorMetrics().to(device) for n in hint_counts}
     metrics = {name: ColorMetrics().to(device) for name in decodings}
     factories = optional_metrics(cfg)
     extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
@@ -100,26 +112,72 @@ def evaluate(model, cfg: DictConfig) -> dict:
                 samples[name] = lab_pred[: cfg.evaluate.n_samples].cpu()
         if i == 0:
             samples["truth"] = lab_true[: cfg.evaluate.n_samples].cpu()
+        for n, metric in hinted.items():
+            # the same hints for every checkpoint: a generator seeded by (hint_seed, batch, n)
+            generator = torch.Generator(device).manual_seed((cfg.evaluate.hint_seed * 100_003 + i) * 1009 + n)
+            hint_ab, hint_mask = sample_hints(batch["ab"], model.hint_sampling, generator, n_hints=n,
+                                              patch=cfg.evaluate.hint_patch)
+            out_hinted = model(batch["l"], batch.get("embedding"), hint_ab, hint_mask)
+            ab = resize_to(model.decode(out_hinted).float(), batch["l"].shape[-2:])
+            metric.update(denormalize_lab(batch["l"], ab), lab_true, batch.get("bimodal"))
     results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
     for name, metrics_of_decoding in extra.items():
         results[name].update({k: float(m.compute()) for k, m in metrics_of_decoding.items()})
+    if hinted:
+        results["_hints"] = {n: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()}
+                             for n, m in hinted.items()}
     return {**results, "_samples": samples, "_temperatures": decodings}
 
 
-def write_report(results: dict, model, out: Path, checkpoint: Path) -> list[Path]:
+# Zhang et al. 2017's released model on 1000 ImageNet val images at 256 px, 6x6 hints (DESIGN.md)
+ZHANG2017_PSNR = {0: 24.43, 10: 28.42, 100: 31.13}
+
+
+def plot_hints_curve(hints: dict, patch: int, path: Path) -> Path:
+    """PSNR against the number of hints (symlog x), with Zhang 2017's reference points for scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = list(hints)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(counts, [hints[n]["psnr"] for n in counts], "o-", label=f"this checkpoint ({patch}x{patch} px hints)")
+    ax.plot(list(ZHANG2017_PSNR), list(ZHANG2017_PSNR.values()), "s--", color="gray",
+            label="Zhang 2017 released model (ImageNet, 256 px)")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel="number of random ground-truth hints", ylabel="PSNR (dB, 8-bit RGB)",
+           title="user-guided colourization: PSNR against hints")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictConfig) -> list[Path]:
     """metrics.json, metrics.md, samples.png and, for several temperatures, the trade-off figures."""
     from colorlab.compare import labelled_grid
     from colorlab.viz import sample_grid, save_png
 
     samples, decodings = results.pop("_samples"), results.pop("_temperatures")
+    hints = results.pop("_hints", None)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "metrics.md"]
-    (out / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint), "experiment":
-                                                  model.config["experiment"], "results": results}, indent=2) + "\n")
+    report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], "results": results}
+    if hints:
+        report["hints"] = {"patch": cfg.evaluate.hint_patch, "by_count": {str(n): row for n, row in hints.items()}}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     keys = list(next(iter(results.values())))
     lines = [f"# {model.config['experiment']}: {checkpoint}", "", "| decoding | " + " | ".join(keys) + " |",
              "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |" for name, row in results.items()]
+    if hints:
+        lines += ["", f"PSNR (8-bit RGB) against the number of random ground-truth hints ({cfg.evaluate.hint_patch}x"
+                  f"{cfg.evaluate.hint_patch} px):", "", "| hints | psnr | ab_error | auc |", "|---|---|---|---|"]
+        lines += [f"| {n} | {row['psnr']:.2f} | {row['ab_error']:.3g} | {row['auc']:.4g} |" for n, row in hints.items()]
+        written.append(plot_hints_curve(hints, cfg.evaluate.hint_patch, out / "hints.png"))
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
     default = "default" if "default" in decodings else f"T={model.temperature:g}"
     written.append(save_png(sample_grid(samples[default], samples["truth"]), out / "samples.png"))
@@ -181,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
         return 2
     out = Path(options.get("out", checkpoint.resolve().parent.parent / "evaluate"))
-    results = evaluate(model, cfg)
-    written = write_report(results, model, out, checkpoint)
+    try:
+        results = evaluate(model, cfg)
+    except ConfigError as e:
+        print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    written = write_report(results, model, out, checkpoint, cfg)
     print((out / "metrics.md").read_text(), end="")
     print("written: " + ", ".join(str(p) for p in written))
     return 0

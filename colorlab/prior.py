@@ -150,7 +150,7 @@ def draw_prior_figure(centers: Tensor, counts: Tensor, sigma: float, lam: float,
 def kmeans(x: Tensor, k: int, iterations: int = 50, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means with k-means++ initialisation: x (N, D) -> (centroids (k, D), labels (N,))."""
     if not 1 <= k <= len(x):
-        raise ValueError(f"k must be in [1, {len(x)}] (number of images). Got {k}")
+        raise ValueError(f"k must be in [1, {len(x)}] (the number of points to cluster). Got {k}")
     gen = torch.Generator().manual_seed(seed)
     centroids = x[torch.randint(len(x), (1,), generator=gen)]
     for _ in range(k - 1):
@@ -159,8 +159,8 @@ def kmeans(x: Tensor, k: int, iterations: int = 50, seed: int = 0) -> tuple[Tens
     for _ in range(iterations):
         labels = torch.cdist(x, centroids).argmin(dim=1)
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        sizes = torch.bincount(labels, minlength=k).clamp_min(1)[:, None]
-        new = torch.where(sizes > 0, sums / sizes, centroids)
+        sizes = torch.bincount(labels, minlength=k)[:, None]
+        new = torch.where(sizes > 0, sums / sizes.clamp_min(1), centroids)  # an empty cluster keeps its centroid
         if torch.allclose(new, centroids):
             break
         centroids = new

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from colorlab.config import override
 from colorlab.embed import OUTPUT_DIMS
+from colorlab.hints import HintSampling
 from colorlab.models.base import Colorizer
 from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
@@ -37,10 +38,15 @@ def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
             raise ValueError(f"embed.enabled=true needs a network with fusion (net=koala); net={net_cfg['name']} "
                              "takes no global embedding")
         net_cfg["embed_dim"] = OUTPUT_DIMS[cfg.embed.output]
+    hints = OmegaConf.to_container(cfg.hints, resolve=True)
+    if hints.pop("enabled"):
+        net_cfg["in_channels"] = net_cfg.get("in_channels", 1) + 3  # + hint ab (2) + hint mask (1)
     net = build_net(out_channels=cls.net_out_channels(**model_cfg), **net_cfg)
     model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg,
                 **cls.prepare(cfg, with_data))
     model.config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.hints.enabled:
+        model.hint_sampling = HintSampling(**hints)
     return model
 
 

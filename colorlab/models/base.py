@@ -14,8 +14,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.image import PeakSignalNoiseRatio
 
-from colorlab.color import denormalize_lab
+from colorlab.color import denormalize_lab, lab_to_uint8
+from colorlab.hints import HintSampling, sample_hints
 from colorlab.metrics import ColorMetrics
 from colorlab.viz import sample_grid, save_png
 
@@ -23,7 +25,13 @@ SCHEDULERS = ("cosine", "none")
 
 
 class Colorizer(pl.LightningModule):
-    """net: L (B, 1, H, W) -> maps (B, net_out_channels, H/s, W/s), s = net.output_stride."""
+    """net: L (B, 1, H, W) -> maps (B, net_out_channels, H/s, W/s), s = net.output_stride.
+
+    With ``hint_sampling`` set (hints.enabled) the network's input is L, hint ab and hint mask
+    (B, 4, H, W) (colorlab/hints.py): training draws synthetic hints for every batch; validation
+    metrics are those with no hints (comparable with every other experiment), plus
+    ``val/psnr_hinted`` with hints drawn from the same scheme, seeded per batch.
+    """
 
     def __init__(self, net: nn.Module, optim: dict, n_samples: int = 8):
         super().__init__()
@@ -31,7 +39,10 @@ class Colorizer(pl.LightningModule):
             raise ValueError(f"optim.scheduler must be one of {SCHEDULERS}. Got {optim['scheduler']!r}")
         self.net, self.optim, self.n_samples = net, dict(optim), n_samples
         self.val_metrics = ColorMetrics()
+        # hint models only: PSNR on 8-bit RGB with synthetic hints (ColorMetrics' PSNR has none)
+        self.hinted_psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.config: dict | None = None  # the resolved run config, stored in checkpoints
+        self.hint_sampling: HintSampling | None = None  # set by build_model when hints.enabled
         self._samples: tuple[Tensor, Tensor] | None = None
 
     # --- what a formulation defines -------------------------------------------------------
@@ -53,12 +64,36 @@ class Colorizer(pl.LightningModule):
         raise NotImplementedError
 
     # --- shared machinery -----------------------------------------------------------------
-    def forward(self, l: Tensor, embedding: Tensor | None = None) -> Tensor:
+    def forward(self, l: Tensor, embedding: Tensor | None = None, hint_ab: Tensor | None = None,
+                hint_mask: Tensor | None = None) -> Tensor:
+        """l (B, 1, H, W); embedding (B, dim) for fusion nets; hint_ab (B, 2, H, W) and hint_mask
+        (B, 1, H, W) for hint models (None: no hints)."""
+        if self.hint_sampling is not None:
+            if hint_ab is None:
+                hint_ab = l.new_zeros(l.shape[0], 2, *l.shape[-2:])
+                hint_mask = l.new_zeros(l.shape[0], 1, *l.shape[-2:])
+            l = torch.cat([l, hint_ab.to(l.dtype), hint_mask.to(l.dtype)], dim=1)
+        elif hint_ab is not None:
+            raise ValueError("this model was trained without hint inputs (hints.enabled=false), so it cannot "
+                             "take hints; train one with experiment=hints_unet")
         return self.net(l) if embedding is None else self.net(l, embedding)
 
     def run_net(self, batch: dict) -> Tensor:
-        """The network on a batch: L, plus the global embedding when the batch carries one."""
-        return self(batch["l"], batch.get("embedding"))
+        """The network on a batch: L, plus the global embedding and hints when the batch carries them."""
+        return self(batch["l"], batch.get("embedding"), batch.get("hint_ab"), batch.get("hint_mask"))
+
+    def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(probabilities (B, Q, h, w), bin centres (Q, 2) in Lab units) when the formulation predicts a
+        distribution over ab (for palettes and uncertainty), else None."""
+        return None
+
+    def pixel_entropy(self, out: Tensor) -> Tensor:
+        """Per-pixel entropy (B, h, w) of the predicted ab distribution, in nats."""
+        dist = self.ab_distribution(out)
+        if dist is None:
+            raise ValueError(f"{type(self).__name__} predicts no ab distribution, so it has no per-pixel entropy")
+        probs = dist[0]
+        return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 
     def predict_ab(self, out: Tensor, size: tuple[int, int]) -> Tensor:
         """Decoded ab_norm upsampled to the input resolution: (B, 2, H, W)."""
@@ -68,6 +103,8 @@ class Colorizer(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         if batch["l"].shape[0] == 0:  # every image of the batch was gray
             return None
+        if self.hint_sampling is not None and "hint_ab" not in batch:
+            batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], self.hint_sampling)
         loss = self.loss(self.run_net(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
@@ -79,6 +116,13 @@ class Colorizer(pl.LightningModule):
         lab_true = denormalize_lab(batch["l"], batch["ab"])
         self.val_metrics.update(lab_pred, lab_true, batch.get("bimodal"))
         self.validation_extra(out, batch)
+        if self.hint_sampling is not None:
+            seed = (self.config or {}).get("seed", 0)
+            generator = torch.Generator(out.device).manual_seed(1_000_003 * seed + batch_idx)
+            hint_ab, hint_mask = sample_hints(batch["ab"], self.hint_sampling, generator)
+            ab = self.predict_ab(self(batch["l"], batch.get("embedding"), hint_ab, hint_mask), batch["l"].shape[-2:])
+            rgb_hinted = lab_to_uint8(denormalize_lab(batch["l"], ab)).float()
+            self.hinted_psnr.update(rgb_hinted, lab_to_uint8(lab_true).float())
         if batch_idx == 0:
             self._samples = (lab_pred[: self.n_samples].detach(), lab_true[: self.n_samples].detach())
 
@@ -88,6 +132,9 @@ class Colorizer(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute())
         self.val_metrics.reset()
+        if self.hint_sampling is not None:
+            self.log("val/psnr_hinted", self.hinted_psnr.compute())
+            self.hinted_psnr.reset()
         if self._samples is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self.save_samples(*self._samples)
         self._samples = None

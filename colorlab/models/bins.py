@@ -63,9 +63,6 @@ class BinsColorizer(Colorizer):
             ab_mode = resize_to(self.decode_at(out, 0.0), batch["l"].shape[-2:]) * AB_NORM
             self.bin_metrics["chroma_bimodal_mode"].update(chroma(ab_mode), batch["bimodal"][:, 0].float())
 
-    def pixel_entropy(self, out: Tensor) -> Tensor:
-        raise NotImplementedError
-
     def on_validation_epoch_end(self) -> None:
         self.log("val/entropy", self.bin_metrics["entropy"].compute())
         if self._has_bimodal:
@@ -104,6 +101,13 @@ class Bins1DColorizer(BinsColorizer):
 
     def pixel_entropy(self, out: Tensor) -> Tensor:
         return entropy(self._logits(out), dim=2).sum(dim=1)  # a and b independent: entropies add
+
+    def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """The joint of the independent a and b distributions: (B, K*K, h, w) over the K x K grid of centres."""
+        probs = self._logits(out).softmax(dim=2)  # (B, 2, K, h, w)
+        joint = probs[:, 0, :, None] * probs[:, 1, None, :]  # (B, K, K, h, w): a index, b index
+        grid = torch.stack(torch.meshgrid(self.centers, self.centers, indexing="ij"), dim=-1).view(-1, 2)
+        return joint.flatten(1, 2), grid
 
 
 class Bins2DColorizer(BinsColorizer):
@@ -170,3 +174,6 @@ class Bins2DColorizer(BinsColorizer):
 
     def pixel_entropy(self, out: Tensor) -> Tensor:
         return entropy(out)
+
+    def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        return out.float().softmax(dim=1), self.centers

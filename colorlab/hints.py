@@ -1,0 +1,261 @@
+"""User colour hints (Zhang et al. 2017, seed 003): synthetic hints for training and evaluation,
+and a person's points for colorize and the app.
+
+A hint is a square patch of the network's input with a known ab. The network sees three extra
+channels: ``hint_ab`` (B, 2, H, W), normalised ab (ab / AB_NORM) inside hinted patches and 0
+elsewhere, and ``hint_mask`` (B, 1, H, W), 1 inside hinted patches and 0 elsewhere.
+
+Synthetic hints, all drawn on the batch's device for the whole batch at once:
+- number of hints per image ~ Geometric(p): P(n = k) = (1 - p)^k p, mean (1 - p) / p (7 for
+  p = 1/8, as in colorization-pytorch's loop), truncated at ``max_hints``;
+- patch side uniform in patch_min..patch_max;
+- patch corner ~ N((H - P + 1) / 2, ((H - P + 1) / 4)^2) per axis, clipped into the image;
+- hint value = the mean ab of the ground truth over the patch (from a summed-area table);
+- with probability ``full_reveal`` the whole image is the hint (seed 003).
+Later patches paint over earlier ones where they overlap, as in the reference loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from colorlab.color import AB_NORM, rgb_to_lab
+
+
+@dataclass(frozen=True)
+class HintSampling:
+    """The synthetic-hint scheme; every field is a key of the ``hints`` config group."""
+
+    p: float = 1 / 8
+    patch_min: int = 1
+    patch_max: int = 9
+    full_reveal: float = 0.05
+    max_hints: int = 64  # P(n > 64) = (7/8)^65 ~ 2e-4 for p = 1/8
+
+    def __post_init__(self):
+        if not 0 < self.p <= 1:
+            raise ValueError(f"hints.p must be in (0, 1]. Got {self.p}")
+        if not 1 <= self.patch_min <= self.patch_max:
+            raise ValueError(f"need 1 <= hints.patch_min <= hints.patch_max. Got {self.patch_min}, {self.patch_max}")
+        if not 0 <= self.full_reveal <= 1:
+            raise ValueError(f"hints.full_reveal must be in [0, 1]. Got {self.full_reveal}")
+        if self.max_hints < 0:
+            raise ValueError(f"hints.max_hints must be >= 0. Got {self.max_hints}")
+
+
+def _uniform(shape, device, generator) -> Tensor:
+    return torch.rand(shape, device=device, generator=generator)
+
+
+@dataclass
+class HintLayout:
+    """Where the synthetic hints of a batch go: ``n`` (B,) hints per image; ``top``, ``left`` and
+    ``sizes`` (B, K) patch corners and sides; ``valid`` (B, K) marks the first n[b] of each row;
+    ``reveal`` (B,) images shown whole."""
+
+    n: Tensor
+    top: Tensor
+    left: Tensor
+    sizes: Tensor
+    valid: Tensor
+    reveal: Tensor
+
+
+def draw_layout(b: int, h: int, w: int, sampling: HintSampling, device, generator: torch.Generator | None = None,
+                n_hints: int | None = None, patch: int | None = None) -> HintLayout:
+    """Draw the hints of B images of H x W (see the module docstring); fixed ``n_hints``/``patch``
+    for the evaluation protocol (no full reveal then)."""
+    if n_hints is None:
+        # inverse-CDF geometric: floor(log U / log(1 - p)) has P(n >= k) = (1 - p)^k
+        u = _uniform((b,), device, generator).clamp_min(1e-12)
+        n = torch.floor(torch.log(u) / torch.log1p(torch.tensor(-sampling.p, device=device)))
+        n = torch.nan_to_num(n, nan=0.0).clamp(min=0, max=sampling.max_hints).long()  # p = 1: log(0) -> 0 hints
+        reveal = _uniform((b,), device, generator) < sampling.full_reveal
+    else:
+        n = torch.full((b,), n_hints, device=device, dtype=torch.long)
+        reveal = torch.zeros(b, dtype=torch.bool, device=device)
+    k = int(n.max()) if b else 0
+    if patch is None:
+        span = sampling.patch_max - sampling.patch_min + 1
+        sizes = sampling.patch_min + (_uniform((b, k), device, generator) * span).long().clamp(max=span - 1)
+    else:
+        sizes = torch.full((b, k), patch, device=device, dtype=torch.long)
+    sizes = sizes.clamp(max=min(h, w))
+    top = _normal_corner(h, sizes, device, generator)
+    left = _normal_corner(w, sizes, device, generator)
+    valid = torch.arange(k, device=device)[None] < n[:, None]
+    return HintLayout(n, top, left, sizes, valid, reveal)
+
+
+def sample_hints(ab: Tensor, sampling: HintSampling, generator: torch.Generator | None = None,
+                 n_hints: int | None = None, patch: int | None = None) -> tuple[Tensor, Tensor]:
+    """Synthetic hints from the ground truth ab_norm (B, 2, H, W) -> (hint_ab (B, 2, H, W), hint_mask (B, 1, H, W)).
+
+    ``n_hints``/``patch`` fix the number of hints and the patch side (the evaluation protocol:
+    no full reveal then); otherwise both follow ``sampling``. ``generator`` (on ab's device)
+    makes the draw reproducible; None uses the global RNG (seeded by the run's seed).
+    """
+    b, _, h, w = ab.shape
+    layout = draw_layout(b, h, w, sampling, ab.device, generator, n_hints, patch)
+    if layout.valid.shape[1] == 0:
+        hint_ab, mask = torch.zeros_like(ab), torch.zeros_like(ab[:, :1])
+    else:
+        means = _patch_means(ab.float(), layout.top, layout.left, layout.sizes)  # (B, K, 2)
+        hint_ab, mask = paint_patches(means, layout.top, layout.left, layout.sizes, layout.valid, h, w)
+        hint_ab, mask = hint_ab.to(ab.dtype), mask.to(ab.dtype)
+    reveal = layout.reveal[:, None, None, None]
+    return torch.where(reveal, ab, hint_ab), torch.where(reveal, torch.ones_like(mask), mask)
+
+
+def _normal_corner(length: int, sizes: Tensor, device, generator) -> Tensor:
+    """Patch corners (B, K) ~ N((L - P + 1) / 2, ((L - P + 1) / 4)^2) clipped to [0, L - P], rounded down
+    (colorization-pytorch's ``int(np.clip(np.random.normal(...), 0, L - P))``)."""
+    room = (length - sizes).float()
+    z = torch.randn(sizes.shape, device=device, generator=generator)
+    return ((room + 1) / 2 + z * (room + 1) / 4).clamp(min=0).minimum(room).floor().long()
+
+
+def _patch_means(ab: Tensor, top: Tensor, left: Tensor, sizes: Tensor) -> Tensor:
+    """Mean of ab (B, 2, H, W) over each patch [top, top+P) x [left, left+P): (B, K, 2), in O(1) per patch."""
+    b = ab.shape[0]
+    table = torch.nn.functional.pad(ab.double().cumsum(2).cumsum(3), (1, 0, 1, 0))  # (B, 2, H+1, W+1)
+    flat = table.flatten(2)  # (B, 2, (H+1)(W+1))
+    stride = table.shape[-1]
+
+    def at(y: Tensor, x: Tensor) -> Tensor:  # (B, K) -> (B, K, 2)
+        index = (y * stride + x)[:, None].expand(b, 2, -1)
+        return flat.gather(2, index).transpose(1, 2)
+
+    bottom, right = top + sizes, left + sizes
+    total = at(bottom, right) - at(top, right) - at(bottom, left) + at(top, left)
+    return (total / (sizes * sizes)[..., None]).float()
+
+
+def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, valid: Tensor, h: int, w: int
+                  ) -> tuple[Tensor, Tensor]:
+    """Paint K patches per image: values (B, K, 2), top/left/sizes/valid (B, K) -> (hint_ab, hint_mask).
+
+    Where patches overlap the later one wins (the reference loop paints in order).
+    """
+    rows = torch.arange(h, device=values.device)
+    cols = torch.arange(w, device=values.device)
+    in_rows = (rows[None, None] >= top[..., None]) & (rows[None, None] < (top + sizes)[..., None])  # (B, K, H)
+    in_cols = (cols[None, None] >= left[..., None]) & (cols[None, None] < (left + sizes)[..., None])  # (B, K, W)
+    covers = in_rows[..., :, None] & in_cols[..., None, :] & valid[..., None, None]  # (B, K, H, W)
+    order = torch.arange(1, values.shape[1] + 1, device=values.device)[None, :, None, None]
+    last = (covers * order).amax(dim=1)  # (B, H, W): 1 + index of the last patch covering a pixel; 0: none
+    mask = (last > 0).float()[:, None]
+    padded = torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)  # index 0 = no hint
+    hint_ab = padded.gather(1, last.flatten(1)[..., None].expand(-1, -1, 2))  # (B, H*W, 2)
+    return hint_ab.transpose(1, 2).reshape(values.shape[0], 2, h, w) * mask, mask
+
+
+# --- a person's hints: JSON points on the input image ------------------------------------------
+
+class HintsError(ValueError):
+    """A hints file or point that cannot be used; the message names the point and what is valid."""
+
+
+HINT_KEYS = {"x", "y", "color", "ab", "size"}
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
+
+
+def color_to_ab(color: str) -> tuple[float, float]:
+    """'#rrggbb' or '#rgb' -> its (a, b) in Lab units (the colour's lightness is not used: L comes from the photo)."""
+    match = _HEX.match(color.strip()) if isinstance(color, str) else None
+    if match is None:
+        raise HintsError(f"color must be '#rrggbb' or '#rgb'. Got {color!r}")
+    digits = match.group(1)
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    rgb = torch.tensor([int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)]).view(1, 3, 1, 1)
+    lab = rgb_to_lab(rgb)[0, :, 0, 0]
+    return float(lab[1]), float(lab[2])
+
+
+@dataclass(frozen=True)
+class Hint:
+    """One point in pixels of the input image, its ab in Lab units, its patch side in input pixels (None: default)."""
+
+    x: float
+    y: float
+    ab: tuple[float, float]
+    size: float | None = None
+
+
+def parse_hints(points, width: int, height: int) -> list[Hint]:
+    """A JSON list of {x, y, color | ab, [size]} -> Hints, checked against the image size."""
+    if not isinstance(points, list):
+        raise HintsError(f"hints must be a JSON list of points like [{{\"x\": 120, \"y\": 64, \"color\": "
+                         f"\"#d02020\"}}]. Got {type(points).__name__}")
+    hints = []
+    for i, point in enumerate(points):
+        where = f"hint {i}"
+        if not isinstance(point, dict):
+            raise HintsError(f"{where}: must be an object with x, y and color or ab. Got {point!r}")
+        if unknown := set(point) - HINT_KEYS:
+            raise HintsError(f"{where}: unknown keys {sorted(unknown)}; valid: {sorted(HINT_KEYS)}")
+        for key in ("x", "y"):
+            if not isinstance(point.get(key), int | float) or isinstance(point.get(key), bool):
+                raise HintsError(f"{where}: {key} must be a number (pixels). Got {point.get(key)!r}")
+        x, y = float(point["x"]), float(point["y"])
+        if not (0 <= x < width and 0 <= y < height):
+            raise HintsError(f"{where}: ({x:g}, {y:g}) is outside the image; valid: 0 <= x < {width}, "
+                             f"0 <= y < {height}")
+        if ("color" in point) == ("ab" in point):
+            raise HintsError(f"{where}: give exactly one of color ('#rrggbb') or ab ([a, b] in Lab units)")
+        if "color" in point:
+            try:
+                ab = color_to_ab(point["color"])
+            except HintsError as e:
+                raise HintsError(f"{where}: {e}") from None
+        else:
+            ab = point["ab"]
+            if (not isinstance(ab, list) or len(ab) != 2 or not all(isinstance(v, int | float) for v in ab)
+                    or not all(-128 <= v <= 127 for v in ab)):
+                raise HintsError(f"{where}: ab must be [a, b] with numbers in [-128, 127]. Got {ab!r}")
+            ab = (float(ab[0]), float(ab[1]))
+        size = point.get("size")
+        if size is not None and (not isinstance(size, int | float) or isinstance(size, bool) or size <= 0):
+            raise HintsError(f"{where}: size must be a positive number of pixels. Got {size!r}")
+        hints.append(Hint(x, y, ab, None if size is None else float(size)))
+    return hints
+
+
+def load_hints(path: str | Path, width: int, height: int) -> list[Hint]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"hints file {path} does not exist")
+    try:
+        points = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HintsError(f"{path} is not valid JSON: {e}") from None
+    try:
+        return parse_hints(points, width, height)
+    except HintsError as e:
+        raise HintsError(f"{path}: {e}") from None
+
+
+def encode_hints(hints: list[Hint], image_size: tuple[int, int], net_size: tuple[int, int],
+                 default_patch: int = 3, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Points on the input image (height, width) -> (hint_ab (1, 2, h, w), hint_mask (1, 1, h, w)) at the
+    network's size (h, w). A point's patch is centred on it; its side is ``size`` input pixels scaled to
+    the network (at least 1), or ``default_patch`` network pixels."""
+    (height, width), (h, w) = image_size, net_size
+    if not hints:
+        return torch.zeros(1, 2, h, w, device=device), torch.zeros(1, 1, h, w, device=device)
+    scale = min(h / height, w / width)
+    sizes = torch.tensor([[default_patch if p.size is None else max(1, round(p.size * scale)) for p in hints]],
+                         device=device).clamp(max=min(h, w))
+    cy = torch.tensor([[int(p.y * h / height) for p in hints]], device=device)
+    cx = torch.tensor([[int(p.x * w / width) for p in hints]], device=device)
+    top = (cy - (sizes - 1) // 2).clamp(min=0).minimum(h - sizes)
+    left = (cx - (sizes - 1) // 2).clamp(min=0).minimum(w - sizes)
+    values = torch.tensor([[p.ab for p in hints]], device=device, dtype=torch.float32) / AB_NORM
+    return paint_patches(values, top, left, sizes, torch.ones_like(sizes, dtype=torch.bool), h, w)
