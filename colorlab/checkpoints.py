@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from colorlab.io import atomic_save
@@ -61,3 +62,20 @@ def latest_run_with_checkpoint(experiment: str, root: Path = Path("runs")) -> Pa
     """The most recent run directory of an experiment that holds checkpoints/last.ckpt."""
     candidates = list((root / experiment).glob("*/checkpoints/last.ckpt"))
     return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent if candidates else None
+
+
+class RestoreLoaderState(pl.Callback):
+    """Give a resumed run's training loader the state saved in its checkpoint (litdata's
+    StreamingDataLoader: where each worker was in its shards), so a mid-epoch resume continues
+    the epoch instead of restarting it.
+
+    Lightning 2.6 applies saved loader states when it first builds the training loader; a
+    one-cycle schedule asks for trainer.estimated_stepping_batches in configure_optimizers,
+    which builds the loader before the checkpoint is read, so the state would never be applied.
+    on_train_start runs after the restore and before the first batch is drawn.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        if getattr(fit_loop, "_combined_loader_states_to_load", None):
+            fit_loop._load_combined_loader_states()  # a no-op unless restarting with states and a loader

@@ -97,10 +97,6 @@ class _RecordItems:
         return Recorder()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: the checkpoint holds the StreamingDataLoader state, but Lightning 2.6 applies it in "
-    "fit_loop.setup_data, which already ran for trainer.estimated_stepping_batches (the one-cycle schedule) "
-    "before the checkpoint was restored, so the resumed epoch restarts its order"))
 def test_shards_resume_mid_epoch_where_they_stopped(shards, tiny_overrides, tmp_path):
     from colorlab.config import compose
     from colorlab.fit import train
