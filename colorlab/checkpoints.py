@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from colorlab.io import atomic_save

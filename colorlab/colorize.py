@@ -1,45 +1,144 @@
 """Colourise photos with any trained checkpoint:
-``python -m colorlab.colorize ckpt=PATH input=FILE_OR_DIR out=DIR [temperature=T] [size=N]``.
+``python -m colorlab.colorize ckpt=PATH input=FILE_OR_DIR out=DIR [hints=FILE.json] [temperature=T]
+[size=N] [gamma=G] [saturation=S] [palette=K] [palette_at=X,Y]``.
 
 The network sees L at its working size (``size``, default the training crop ``data.size``); the
 predicted ab is upsampled and recombined with the full-resolution L, so the output has the input's
 exact size and detail. Colour or gray JPEG/PNG/WebP, RGBA, palette and 16-bit PNG, EXIF-rotated
 photos are accepted; unreadable files are skipped and counted. Outputs are PNGs in ``out``; an
 existing file (an input included) is never written over: the name gets a -1, -2, ... suffix.
+
+- ``hints``: a JSON list of points in pixels of the input image (one input file), e.g.
+  ``[{"x": 120, "y": 64, "color": "#d02020"}, {"x": 30, "y": 200, "ab": [40, -20], "size": 12}]``;
+  ``size`` is the patch side in input pixels (default: 3 pixels of the network's input). Needs a
+  model trained with hints (experiment=hints_unet).
+- ``gamma`` (brightness, 1 = off) and ``saturation`` (chroma factor, 1 = off): seed 003's enhancement.
+- ``palette=K``: K suggested colours from K-means over the whole prediction, and with
+  ``palette_at=X,Y`` also over samples of the predicted ab distribution at that pixel (models
+  with a distribution: bins formulations, or regression with a bins head); written as
+  ``<name>_palette.png`` (swatches) and ``<name>_palette.json``.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 from tqdm import tqdm
 
 from colorlab.color import AB_NORM, lab_to_uint8, normalize_lab, uint8_to_lab
 from colorlab.config import key_value_options, usage_exit_code
+from colorlab.hints import Hint, encode_hints, load_hints
 from colorlab.io import IMAGE_SUFFIXES, UnreadableImage, read_rgb, summarize_skips
 
-OPTIONS = ("ckpt", "input", "out", "temperature", "size")
+OPTIONS = ("ckpt", "input", "out", "hints", "temperature", "size", "gamma", "saturation", "palette", "palette_at")
+DEFAULT_HINT_PATCH = 3  # network pixels, when a hint gives no size
 
 
-@torch.no_grad()
-def colorize_array(model, rgb: np.ndarray, size: int, temperature: float | None = None, embedder=None) -> np.ndarray:
-    """uint8 (H, W, 3) (colour or gray) -> uint8 (H, W, 3): the model's ab on the input's own L."""
-    device = next(model.parameters()).device
-    rgb_u8 = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device)
-    lab = uint8_to_lab(rgb_u8)  # (1, 3, H, W)
-    l_norm, _ = normalize_lab(lab)
-    l_small = F.interpolate(l_norm, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    embedding = embedder(rgb_u8) if embedder is not None else None
-    out = model(l_small, embedding)
-    ab = model.decode(out) if temperature is None else model.decode_at(out, temperature)
-    ab = F.interpolate(ab.float(), size=lab.shape[-2:], mode="bilinear", align_corners=False) * AB_NORM
-    return lab_to_uint8(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).cpu().numpy()
+@dataclass
+class Prepared:
+    """One photo ready for repeated colourisation (the app keeps it between hint updates)."""
+
+    lab: Tensor  # (1, 3, H, W) Lab units, full resolution
+    l_small: Tensor  # (1, 1, size, size) normalised L at the network's working size
+    embedding: Tensor | None  # (1, dim) global features for fusion networks
+
+
+@dataclass
+class Result:
+    rgb: np.ndarray  # uint8 (H, W, 3) at the input's size
+    lab: Tensor  # (1, 3, H, W) the colourised Lab, full resolution
+    out: Tensor  # the network's raw output (1, C, h, w), for palettes and uncertainty
+
+
+def enhance(lab: Tensor, gamma: float = 1.0, saturation: float = 1.0) -> np.ndarray:
+    """Lab (1, 3, H, W) -> uint8 RGB (H, W, 3), chroma scaled by ``saturation`` and the RGB gamma-corrected
+    (v -> 255 (v / 255)^(1 / gamma), seed 003's lookup table); 1 and 1 leave the image as it is."""
+    if gamma <= 0 or saturation < 0:
+        raise ValueError(f"gamma must be > 0 and saturation >= 0. Got {gamma}, {saturation}")
+    if saturation != 1.0:
+        lab = torch.cat([lab[:, :1], lab[:, 1:] * saturation], dim=1)
+    rgb = lab_to_uint8(lab)[0].permute(1, 2, 0).cpu().numpy()
+    if gamma != 1.0:
+        table = np.round(255.0 * (np.arange(256) / 255.0) ** (1.0 / gamma)).astype(np.uint8)
+        rgb = table[rgb]
+    return rgb
+
+
+class PhotoColorizer:
+    """A trained model applied to photos of any size, with optional hints: shared by colorize and the app."""
+
+    def __init__(self, model, size: int | None = None, temperature: float | None = None):
+        from colorlab.models.bins import BinsColorizer
+
+        if temperature is not None and not isinstance(model, BinsColorizer):
+            raise ValueError(f"temperature applies to bin formulations; this model is {model.config['model']['name']}")
+        self.model, self.temperature = model, temperature
+        self.size = size or model.config["data"]["size"]
+        multiple = model.net.size_multiple
+        if self.size % multiple:
+            raise ValueError(f"size must be a multiple of {multiple} for this network. Got {self.size}")
+        self.device = next(model.parameters()).device
+        self.embedder = None
+        if model.config["embed"]["enabled"]:
+            from colorlab.embed import GlobalEmbedder
+
+            e = model.config["embed"]
+            self.embedder = GlobalEmbedder(e["weights"], e["output"], e["size"], model.config["seed"]).to(self.device)
+
+    @property
+    def takes_hints(self) -> bool:
+        return self.model.hint_sampling is not None
+
+    @torch.no_grad()
+    def prepare(self, rgb: np.ndarray) -> Prepared:
+        """uint8 (H, W, 3), colour or gray: Lab at full resolution and L at the working size."""
+        rgb_u8 = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(self.device)
+        lab = uint8_to_lab(rgb_u8)
+        l_norm, _ = normalize_lab(lab)
+        l_small = F.interpolate(l_norm, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                antialias=True)
+        return Prepared(lab, l_small, self.embedder(rgb_u8) if self.embedder is not None else None)
+
+    @torch.no_grad()
+    def run(self, prepared: Prepared, hints: list[Hint] | None = None, gamma: float = 1.0,
+            saturation: float = 1.0) -> Result:
+        """Encode hints, forward, decode, upsample ab and recombine with the full-resolution L."""
+        hint_ab = hint_mask = None
+        if hints:
+            if not self.takes_hints:
+                raise ValueError("this checkpoint was trained without hints (hints.enabled=false), so it cannot "
+                                 "use a hints file; train one with experiment=hints_unet")
+            hint_ab, hint_mask = encode_hints(hints, tuple(prepared.lab.shape[-2:]), (self.size, self.size),
+                                              DEFAULT_HINT_PATCH, self.device)
+        out = self.model(prepared.l_small, prepared.embedding, hint_ab, hint_mask)
+        ab = self.model.decode(out) if self.temperature is None else self.model.decode_at(out, self.temperature)
+        ab = F.interpolate(ab.float(), size=prepared.lab.shape[-2:], mode="bilinear", align_corners=False) * AB_NORM
+        lab = torch.cat([prepared.lab[:, :1], ab], dim=1)
+        return Result(enhance(lab, gamma, saturation), lab, out)
+
+    def distribution_at(self, result: Result, x: float, y: float) -> tuple[Tensor, Tensor] | None:
+        """The predicted ab distribution (probs (Q,), centres (Q, 2)) at input pixel (x, y), or None."""
+        if not self.model.predicts_distribution:
+            return None
+        probs, centers = self.model.ab_distribution(result.out)
+        height, width = result.lab.shape[-2:]
+        h, w = probs.shape[-2:]
+        return probs[0, :, min(int(y * h / height), h - 1), min(int(x * w / width), w - 1)], centers
+
+    def uncertainty(self, result: Result) -> Tensor | None:
+        """Per-pixel entropy of the predicted distribution, upsampled to the input: (H, W) in nats, or None."""
+        if not self.model.predicts_distribution:
+            return None
+        entropy = self.model.pixel_entropy(result.out)[:, None].float()
+        return F.interpolate(entropy, size=result.lab.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
 
 
 def free_path(path: Path) -> Path:
@@ -59,28 +158,33 @@ def list_inputs(source: Path) -> list[Path]:
     raise FileNotFoundError(f"input={source} is neither a file nor a directory")
 
 
-def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | None = None,
-             size: int | None = None) -> tuple[list[Path], Counter]:
+def parse_point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"palette_at must be X,Y in pixels of the input image. Got {text!r}") from None
+    return x, y
+
+
+def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | None = None, size: int | None = None,
+             hints: Path | None = None, gamma: float = 1.0, saturation: float = 1.0, palette: int = 0,
+             palette_at: tuple[float, float] | None = None) -> tuple[list[Path], Counter]:
     """Colourise every image under ``source`` into ``out``; returns (written files, skipped reasons)."""
     from colorlab.models import load_colorizer
-    from colorlab.models.bins import BinsColorizer
 
+    if (hints is not None or palette_at is not None) and source.is_dir():
+        raise ValueError("hints and palette_at are points on one image: give input=FILE, not a directory")
+    if palette < 0 or (palette_at is not None and palette == 0):
+        raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {palette}")
+    enhance(torch.zeros(1, 3, 1, 1), gamma, saturation)  # bad values stop here, before any work
     model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
-    if temperature is not None and not isinstance(model, BinsColorizer):
-        raise ValueError(f"temperature applies to bin formulations; {checkpoint} is {model.config['model']['name']}")
-    size = size or model.config["data"]["size"]
-    multiple = model.net.size_multiple
-    if size % multiple:
-        raise ValueError(f"size must be a multiple of {multiple} for this network. Got {size}")
-    embedder = None
-    if model.config["embed"]["enabled"]:
-        from colorlab.embed import GlobalEmbedder
-
-        e = model.config["embed"]
-        embedder = GlobalEmbedder(e["weights"], e["output"], e["size"], model.config["seed"])
-        embedder.to(next(model.parameters()).device)
+    colorizer = PhotoColorizer(model, size, temperature)
+    if hints is not None and not colorizer.takes_hints:
+        raise ValueError(f"{checkpoint} was trained without hints (hints.enabled=false): it cannot use {hints}")
+    if palette_at is not None and not model.predicts_distribution:
+        raise ValueError("palette_at needs a model that predicts an ab distribution: a bins formulation, or "
+                         "regression with model.bins_head=true (hints_unet)")
     inputs = list_inputs(source)
-    out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], Counter()
     for path in tqdm(inputs, desc="colorize", unit="image", disable=None if len(inputs) > 1 else True):
         try:
@@ -89,10 +193,35 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
             skipped[e.reason] += 1
             print(f"skipped: {e}", file=sys.stderr)
             continue
+        points = load_hints(hints, rgb.shape[1], rgb.shape[0]) if hints is not None else None
+        if palette_at is not None and not (0 <= palette_at[0] < rgb.shape[1] and 0 <= palette_at[1] < rgb.shape[0]):
+            raise ValueError(f"palette_at ({palette_at[0]:g}, {palette_at[1]:g}) is outside the image; valid: "
+                             f"0 <= x < {rgb.shape[1]}, 0 <= y < {rgb.shape[0]}")
+        result = colorizer.run(colorizer.prepare(rgb), points, gamma, saturation)
+        out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
         target = free_path(out / f"{path.stem}.png")
-        Image.fromarray(colorize_array(model, rgb, size, temperature, embedder)).save(target)
+        Image.fromarray(result.rgb).save(target)
         written.append(target)
+        if palette:
+            written += write_palette_files(colorizer, result, palette, palette_at, out, target.stem)
     return written, skipped
+
+
+def write_palette_files(colorizer: PhotoColorizer, result: Result, k: int, point: tuple[float, float] | None,
+                        out: Path, stem: str) -> list[Path]:
+    from colorlab.palette import image_palette, palette_at_point, write_palettes
+
+    palettes = {"image": image_palette(result.lab[0], k)}
+    extra = {}
+    if point is not None:
+        x, y = point
+        dist = colorizer.distribution_at(result, x, y)
+        lightness = float(result.lab[0, 0, int(y), int(x)])
+        palettes["point"] = palette_at_point(*dist, lightness, k)
+        extra = {"point_xy": [x, y]}
+    png, json_path = free_path(out / f"{stem}_palette.png"), free_path(out / f"{stem}_palette.json")
+    write_palettes(palettes, png, json_path, extra)
+    return [png, json_path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         return code
     try:
         options = key_value_options(argv, OPTIONS, required=("ckpt", "input", "out"))
-        written, skipped = colorize(Path(options["ckpt"]), Path(options["input"]), Path(options["out"]),
-                                    float(options["temperature"]) if "temperature" in options else None,
-                                    int(options["size"]) if "size" in options else None)
-    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
+        number = {k: float(options[k]) for k in ("temperature", "gamma", "saturation") if k in options}
+        written, skipped = colorize(
+            Path(options["ckpt"]), Path(options["input"]), Path(options["out"]), number.get("temperature"),
+            int(options["size"]) if "size" in options else None,
+            Path(options["hints"]) if "hints" in options else None, number.get("gamma", 1.0),
+            number.get("saturation", 1.0), int(options.get("palette", 0)),
+            parse_point(options["palette_at"]) if "palette_at" in options else None)
+    except (FileNotFoundError, ValueError) as e:  # ConfigError and HintsError are ValueErrors
         print(f"colorlab.colorize: error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(written)} images written to {options['out']}")
+    print(f"{len(written)} files written to {options['out']}")
     if skipped:
         print(summarize_skips(skipped, options["input"]))
     return 0 if written else 1

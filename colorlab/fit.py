@@ -61,7 +61,8 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, fl
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                         callbacks=[checkpoint, last, RestoreLoaderState(), *(callbacks or [])], plugins=[AtomicCheckpointIO()],
+                         callbacks=[checkpoint, last, RestoreLoaderState(), *(callbacks or [])],
+                         plugins=[AtomicCheckpointIO()],
                          **OmegaConf.to_container(cfg.trainer, resolve=True))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

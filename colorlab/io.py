@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections import Counter
@@ -30,19 +31,27 @@ def open_image(path: Path | str) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage(path, "empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
-    except UnreadableImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UnreadableImage(path, "decompression bomb", str(e)) from e
+        empty = path.stat().st_size == 0
     except FileNotFoundError as e:
         raise UnreadableImage(path, "missing file") from e
-    except OSError as e:  # PIL's UnidentifiedImageError is an OSError; so is a symlink loop
+    except OSError as e:  # a symlink loop
         raise UnreadableImage(path, "not an image", str(e)) from e
+    if empty:
+        raise UnreadableImage(path, "empty file")
+    return _open(path, path)
+
+
+def _open(source, label: Path | str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(label, "decompression bomb", str(e)) from e
+    except FileNotFoundError as e:
+        raise UnreadableImage(label, "missing file") from e
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise UnreadableImage(label, "not an image", str(e)) from e
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -66,12 +75,22 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def read_rgb(path: Path | str) -> np.ndarray:
     """Read a file as uint8 RGB (H, W, 3); raises UnreadableImage (never a deep PIL error)."""
-    image = open_image(path)
+    return _decode(open_image(path), path)
+
+
+def read_rgb_bytes(data: bytes, label: str = "upload") -> np.ndarray:
+    """The same for the bytes of an uploaded file."""
+    if not data:
+        raise UnreadableImage(label, "empty file")
+    return _decode(_open(io.BytesIO(data), label), label)
+
+
+def _decode(image: Image.Image, label: Path | str) -> np.ndarray:
     try:
         with image:
             return to_rgb_array(image)
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
-        raise UnreadableImage(path, "corrupt image data", str(e)) from e
+        raise UnreadableImage(label, "corrupt image data", str(e)) from e
 
 
 def summarize_skips(skipped: Counter, what: str) -> str:

@@ -26,3 +26,17 @@ def tiny_overrides(tmp_path):
             f"prior.cache_dir={tmp_path / 'priors'}", "prior.max_images=64",
             # IRN2 with random weights at its smallest input: semantics-free but the real code path
             "embed.weights=random", "embed.size=75", f"embed.cache_dir={tmp_path / 'embeddings'}"]
+
+
+@pytest.fixture(scope="session")
+def hints_checkpoint(tmp_path_factory):
+    """A small hints_unet (32 px, width 8) trained long enough to use its hints (~30 s on 2 cores):
+    a hint on the bimodal diamond moves its colour towards the hint."""
+    from colorlab.config import compose
+    from colorlab.fit import train
+
+    tmp = tmp_path_factory.mktemp("hints")
+    train(compose("hints_unet", [f"run_dir={tmp / 'run'}", "logger=none", "data.num_workers=0", "data.size=32",
+                                 "data.batch_size=16", "data.train_size=2048", "data.val_size=32",
+                                 "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "net.width=8"]))
+    return tmp / "run" / "checkpoints" / "last.ckpt"

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -62,3 +63,79 @@ def test_colorize_errors_are_clear(checkpoint, tmp_path, capsys):
     assert "multiple of 8" in capsys.readouterr().err
     assert colorize_main([f"ckpt={checkpoint}", "inptu=x"]) == 2
     assert "unknown ['inptu']" in capsys.readouterr().err
+
+
+def scene(size=96, index=3):
+    """A synthetic validation scene: uint8 (size, size, 3) and (x, y) of its bimodal diamond's centre."""
+    from colorlab.data.synthetic import SyntheticScenes
+
+    item = SyntheticScenes(length=8, size=size, seed=5, split="val")[index]
+    ys, xs = np.nonzero(item["bimodal"][0].numpy())
+    return item["rgb"].permute(1, 2, 0).numpy(), (int(xs.mean()), int(ys.mean()))
+
+
+def ab_at(path, x, y):
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    return uint8_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])[0, 1:, y, x]
+
+
+def test_hints_file_pulls_the_colour_at_the_hint_towards_it(hints_checkpoint, tmp_path):
+    rgb, (x, y) = scene()
+    Image.fromarray(rgb).save(tmp_path / "scene.png")
+    source = f"input={tmp_path / 'scene.png'}"
+    assert colorize_main([f"ckpt={hints_checkpoint}", source, f"out={tmp_path / 'auto'}"]) == 0
+    before = ab_at(tmp_path / "auto" / "scene.png", x, y)
+    # the diamond is green or magenta at the same lightness: hint the mode the model did not pick
+    target = torch.tensor([48.0, -40.0]) if before[0] < 0 else torch.tensor([-48.0, 40.0])
+    (tmp_path / "hints.json").write_text(json.dumps([{"x": x, "y": y, "ab": target.tolist(), "size": 9}]))
+    assert colorize_main([f"ckpt={hints_checkpoint}", source, f"out={tmp_path / 'hinted'}",
+                          f"hints={tmp_path / 'hints.json'}"]) == 0
+    after = ab_at(tmp_path / "hinted" / "scene.png", x, y)
+    assert (after - target).norm() < 0.5 * (before - target).norm()
+    far = ab_at(tmp_path / "hinted" / "scene.png", 2, 2), ab_at(tmp_path / "auto" / "scene.png", 2, 2)
+    assert (far[0] - far[1]).norm() < 0.2 * (after - before).norm()  # the hint acts locally
+
+
+def test_hint_errors_are_clear(checkpoint, hints_checkpoint, tmp_path, capsys):
+    Image.fromarray(scene(64)[0]).save(tmp_path / "scene.png")
+    hints = tmp_path / "hints.json"
+    hints.write_text(json.dumps([{"x": 10, "y": 10, "color": "#d02020"}]))
+    common = [f"input={tmp_path / 'scene.png'}", f"out={tmp_path / 'out'}", f"hints={hints}"]
+    assert colorize_main([f"ckpt={checkpoint}", *common]) == 2
+    assert "trained without hints" in capsys.readouterr().err
+    hints.write_text(json.dumps([{"x": 64, "y": 10, "color": "#d02020"}]))
+    assert colorize_main([f"ckpt={hints_checkpoint}", *common]) == 2
+    assert "hint 0: (64, 10) is outside the image; valid: 0 <= x < 64" in capsys.readouterr().err
+    hints.write_text(json.dumps([{"x": 6, "y": 10, "color": "crimson"}]))
+    assert colorize_main([f"ckpt={hints_checkpoint}", *common]) == 2
+    assert "#rrggbb" in capsys.readouterr().err
+    assert colorize_main([f"ckpt={hints_checkpoint}", f"input={tmp_path}", f"out={tmp_path / 'o'}",
+                          f"hints={hints}"]) == 2
+    assert "give input=FILE, not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()  # nothing written on errors
+
+
+def test_palettes_are_written_as_swatches_and_json(hints_checkpoint, tmp_path):
+    Image.fromarray(scene(64)[0]).save(tmp_path / "scene.png")
+    assert colorize_main([f"ckpt={hints_checkpoint}", f"input={tmp_path / 'scene.png'}", f"out={tmp_path / 'out'}",
+                          "palette=4", "palette_at=30,40", "saturation=1.2", "gamma=1.1"]) == 0
+    palettes = json.loads((tmp_path / "out" / "scene_palette.json").read_text())
+    assert palettes["point_xy"] == [30, 40]
+    for name in ("image", "point"):
+        assert 1 <= len(palettes[name]) <= 4
+        assert sum(c["share"] for c in palettes[name]) == pytest.approx(1.0, abs=1e-3)
+        assert all(len(c["hex"]) == 7 and c["hex"].startswith("#") for c in palettes[name])
+    with Image.open(tmp_path / "out" / "scene_palette.png") as swatches:
+        assert swatches.size[1] > 100  # two rows
+
+
+def test_palette_at_needs_a_distribution(tmp_path, capsys, tiny_overrides):
+    from colorlab.config import compose
+
+    train(compose("regression_l2", [*tiny_overrides, "trainer.max_epochs=1", "data.size=32"]))
+    Image.fromarray(scene(64)[0]).save(tmp_path / "scene.png")
+    assert colorize_main([f"ckpt={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", f"input={tmp_path / 'scene.png'}",
+                          f"out={tmp_path / 'out'}", "palette=3", "palette_at=5,5"]) == 2
+    assert "needs a model that predicts an ab distribution" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work

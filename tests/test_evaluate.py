@@ -53,3 +53,24 @@ def test_fid_and_lpips_are_skipped_with_one_line_each_without_weights(bins_run, 
     printed = capsys.readouterr().out
     assert printed.count("FID skipped") == 1 and printed.count("LPIPS skipped") == 1
     assert str(tmp_path / "empty-hub") in printed
+
+
+def test_hints_protocol_shows_learning_on_held_out_scenes(hints_checkpoint, tmp_path, capsys):
+    """PSNR against random ground-truth hints: a trained hint model is better with hints on unseen scenes."""
+    out = tmp_path / "ev"
+    assert evaluate_main([f"ckpt={hints_checkpoint}", "evaluate.hints=[0,2,10]", "evaluate.hint_patch=3",
+                          "evaluate.fid=false", "evaluate.lpips=false", f"out={out}"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    rows = report["hints"]["by_count"]
+    assert report["hints"]["patch"] == 3 and list(rows) == ["0", "2", "10"]
+    assert rows["10"]["psnr"] > rows["0"]["psnr"] + 0.3
+    assert rows["10"]["ab_error"] < 0.95 * rows["0"]["ab_error"]
+    # 0 hints is exactly the automatic colourization of the main table
+    assert rows["0"]["psnr"] == pytest.approx(report["results"]["default"]["psnr"], rel=1e-6)
+    assert (out / "hints.png").stat().st_size > 0
+    assert "| 10 |" in (out / "metrics.md").read_text()
+
+
+def test_hints_protocol_needs_a_hint_model(bins_run, capsys):
+    assert evaluate_main([f"ckpt={bins_run / 'checkpoints' / 'last.ckpt'}", "evaluate.hints=[0,10]"]) == 2
+    assert "needs a model trained with hints" in capsys.readouterr().err

@@ -82,6 +82,11 @@ class Colorizer(pl.LightningModule):
         """The network on a batch: L, plus the global embedding and hints when the batch carries them."""
         return self(batch["l"], batch.get("embedding"), batch.get("hint_ab"), batch.get("hint_mask"))
 
+    @property
+    def predicts_distribution(self) -> bool:
+        """Whether ``ab_distribution`` gives a distribution (palettes at a point, uncertainty)."""
+        return False
+
     def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor] | None:
         """(probabilities (B, Q, h, w), bin centres (Q, 2) in Lab units) when the formulation predicts a
         distribution over ab (for palettes and uncertainty), else None."""
@@ -89,10 +94,9 @@ class Colorizer(pl.LightningModule):
 
     def pixel_entropy(self, out: Tensor) -> Tensor:
         """Per-pixel entropy (B, h, w) of the predicted ab distribution, in nats."""
-        dist = self.ab_distribution(out)
-        if dist is None:
+        if not self.predicts_distribution:
             raise ValueError(f"{type(self).__name__} predicts no ab distribution, so it has no per-pixel entropy")
-        probs = dist[0]
+        probs = self.ab_distribution(out)[0]
         return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 
     def predict_ab(self, out: Tensor, size: tuple[int, int]) -> Tensor:

@@ -56,6 +56,10 @@ class BinsColorizer(Colorizer):
     def decode(self, out: Tensor) -> Tensor:
         return self.decode_at(out, self.temperature)
 
+    @property
+    def predicts_distribution(self) -> bool:
+        return True
+
     def validation_extra(self, out: Tensor, batch: dict) -> None:
         self.bin_metrics["entropy"].update(self.pixel_entropy(out))
         if "bimodal" in batch:

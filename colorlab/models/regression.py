@@ -64,5 +64,9 @@ class RegressionColorizer(Colorizer):
             loss = loss + self.bins_weight * F.cross_entropy(logits, nearest)
         return loss
 
+    @property
+    def predicts_distribution(self) -> bool:
+        return self.bins_head
+
     def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor] | None:
         return (self.bins_logits(out[:, 2:].float()).softmax(dim=1), self.centers) if self.bins_head else None

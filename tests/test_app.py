@@ -1,0 +1,154 @@
+"""The interactive page: its HTTP API, and the page itself driven in headless Chromium."""
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorlab.app import main as app_main
+from colorlab.app import serve
+from colorlab.color import uint8_to_lab
+from colorlab.colorize import PhotoColorizer
+from colorlab.hints import color_to_ab
+from colorlab.models import load_colorizer
+
+LIMIT_MB = 0.25
+
+
+@pytest.fixture(scope="module")
+def server(hints_checkpoint):
+    colorizer = PhotoColorizer(load_colorizer(hints_checkpoint))
+    httpd = serve(colorizer, port=0, max_upload_mb=LIMIT_MB)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A synthetic scene at 96 px with its bimodal diamond: (path, rgb, (x, y) of the diamond's centre)."""
+    from colorlab.data.synthetic import SyntheticScenes
+
+    item = SyntheticScenes(length=8, size=96, seed=5, split="val")[3]
+    rgb = item["rgb"].permute(1, 2, 0).numpy()
+    ys, xs = np.nonzero(item["bimodal"][0].numpy())
+    path = tmp_path_factory.mktemp("photo") / "scene.png"
+    Image.fromarray(rgb).save(path)
+    return path, rgb, (int(xs.mean()), int(ys.mean()))
+
+
+def post(url, body: bytes, content_type="application/json"):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def decode(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def ab_at(rgb: np.ndarray, x: int, y: int) -> torch.Tensor:
+    return uint8_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])[0, 1:, y, x]
+
+
+def test_api_colourises_uploads_and_hints(server, photo):
+    path, rgb, (x, y) = photo
+    status, upload = post(server + "/api/upload", path.read_bytes(), "application/octet-stream")
+    assert status == 200 and upload["takes_hints"] and upload["has_uncertainty"]
+    assert (upload["width"], upload["height"]) == (96, 96)
+    automatic = decode(upload["result"])
+    assert automatic.shape == rgb.shape
+    target = [48.0, -40.0] if ab_at(automatic, x, y)[0] < 0 else [-48.0, 40.0]  # the other mode
+    hints = [{"x": x, "y": y, "ab": target, "size": 12}]
+    status, hinted = post(server + "/api/colorize", json.dumps({"id": upload["id"], "hints": hints,
+                                                                "uncertainty": True}).encode())
+    assert status == 200
+    after = ab_at(decode(hinted["result"]), x, y)
+    assert (after - torch.tensor(target)).norm() < (ab_at(automatic, x, y) - torch.tensor(target)).norm()
+    overlay = decode(hinted["uncertainty"])
+    assert overlay.shape == rgb.shape
+    status, palette = post(server + "/api/palette", json.dumps({"id": upload["id"], "x": x, "y": y}).encode())
+    assert status == 200 and 1 <= len(palette["point"]) <= 5 and 1 <= len(palette["image"]) <= 5
+
+
+def test_api_refuses_bad_uploads_and_hints_with_a_message(server, photo):
+    status, reply = post(server + "/api/upload", b"certainly not a PNG", "application/octet-stream")
+    assert status == 400 and "not an image" in reply["error"]
+    status, reply = post(server + "/api/upload", b"\x89PNG" + bytes(int(LIMIT_MB * 2**20)), "image/png")
+    assert status == 413 and f"accepts up to {LIMIT_MB:g} MB" in reply["error"]
+    status, upload = post(server + "/api/upload", photo[0].read_bytes(), "image/png")
+    request = {"id": upload["id"], "hints": [{"x": 96, "y": 5, "color": "#d02020"}]}
+    status, reply = post(server + "/api/colorize", json.dumps(request).encode())
+    assert status == 400 and "outside the image" in reply["error"]
+    status, reply = post(server + "/api/colorize", json.dumps({"id": "nope", "hints": []}).encode())
+    assert status == 400 and "unknown image id" in reply["error"]
+    with urllib.request.urlopen(server + "/", timeout=30) as response:
+        assert b"user-guided colourization" in response.read()
+
+
+def test_app_command_errors(tmp_path, capsys):
+    assert app_main([f"ckpt={tmp_path / 'missing.ckpt'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert app_main(["ckpt=x", "prot=1"]) == 2
+    assert "unknown ['prot']" in capsys.readouterr().err
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_page_in_headless_chromium(server, photo, tmp_path):
+    """Upload, click a hint, the result changes near the hint towards the hint colour; undo; a bad upload."""
+    required = os.environ.get("COLORLAB_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs Chromium
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        (pytest.fail if required else pytest.skip)("needs playwright (pip install -e '.[dev]')")
+    if chromium() is None:
+        (pytest.fail if required else pytest.skip)("needs Debian's chromium (apt-get install chromium)")
+    path, rgb, (x, y) = photo
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server)
+        page.set_input_files("#file", str(path))
+        page.wait_for_function("document.getElementById('result').dataset.version === '1'", timeout=60_000)
+        automatic = decode(page.get_attribute("#result", "src"))
+        before = ab_at(automatic, x, y)
+        hint = "#d040c0" if before[0] < 0 else "#30a030"  # magenta or green: the mode it did not pick
+        target = torch.tensor(color_to_ab(hint))
+        page.fill("#color", hint)
+        box = page.locator("#source").bounding_box()
+        page.click("#source", position={"x": (x + 0.5) * box["width"] / 96, "y": (y + 0.5) * box["height"] / 96})
+        page.wait_for_function("document.getElementById('result').dataset.version === '2'", timeout=60_000)
+        hinted = decode(page.get_attribute("#result", "src"))
+        assert page.inner_text("#hint-count") == "1 hint"
+        near = [ab_at(hinted, x + dx, y + dy) for dx in (-2, 0, 2) for dy in (-2, 0, 2)]
+        assert all((a - target).norm() < (before - target).norm() for a in near)
+        assert page.locator("#point-palette button").count() >= 1
+        assert page.get_attribute("#download", "href").startswith("data:image/png;base64,")
+        page.click("#undo")
+        page.wait_for_function("document.getElementById('result').dataset.version === '3'", timeout=60_000)
+        assert np.array_equal(decode(page.get_attribute("#result", "src")), automatic)
+        bad = tmp_path / "broken.png"
+        bad.write_bytes(b"not an image at all")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_function("document.getElementById('message').textContent.includes('not an image')",
+                               timeout=30_000)
+        browser.close()
