@@ -48,7 +48,7 @@ def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
     """Entropy (H, W) in nats -> uint8 RGBA heat map (H, W, 4): transparent where certain, red where not."""
     e = entropy.float().cpu()
     scale = (e - e.min()) / (e.max() - e.min()).clamp_min(1e-6)  # 0..1 over this image
-    rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 200 * scale], -1)
+    rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 150 * scale], -1)
     return rgba.round().to(torch.uint8).numpy()
 
 
