@@ -11,12 +11,18 @@ from colorlab.models import build_model
 EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 
 
-@pytest.mark.parametrize("experiment", ["regression_l2", "bins1d", "eccv16_full", "unet_bins"])
-def test_bf16_autocast_on_black_and_saturated_images(experiment, tiny_overrides):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("experiment", ["regression_l2", "bins1d", "eccv16_full", "unet_bins", "hints_unet"])
+def test_autocast_on_black_and_saturated_images(experiment, dtype, tiny_overrides):
     model = build_model(compose(experiment, tiny_overrides))
     rgb = torch.tensor(EXTREMES, dtype=torch.uint8).view(-1, 3, 1, 1).expand(-1, 3, 32, 32).contiguous()
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # as Lightning's bf16-mixed does around the step
+    with torch.autocast("cpu", dtype=dtype):  # as Lightning's bf16-mixed / 16-mixed do around the step
         batch = add_lab({"rgb": rgb})
+        if model.hint_sampling is not None:  # hints drawn from the black and saturated images too
+            from colorlab.hints import sample_hints
+
+            batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], model.hint_sampling,
+                                                                torch.Generator().manual_seed(0))
         out = model.run_net(batch)
         loss = model.loss(out, batch)
     assert batch["ab"].dtype == torch.float32 and loss.dtype == torch.float32
@@ -26,6 +32,7 @@ def test_bf16_autocast_on_black_and_saturated_images(experiment, tiny_overrides)
     assert torch.isfinite(model.predict_ab(out, (32, 32))).all()
 
 
-def test_bf16_mixed_training_run(tiny_overrides):
-    metrics = train(compose("unet_bins", tiny_overrides + ["trainer.max_epochs=1", "trainer.precision=bf16-mixed"]))
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_training_run(precision, tiny_overrides):
+    metrics = train(compose("unet_bins", tiny_overrides + ["trainer.max_epochs=1", f"trainer.precision={precision}"]))
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
