@@ -5,8 +5,8 @@ data.root=...``). For bin formulations every temperature in ``evaluate.temperatu
 from the same forward pass (no retraining): a table, and a plot of colourfulness against AuC over
 T (seed 002's mode-to-mean trade-off). For hint models, ``evaluate.hints=[0,1,2,5,10,20,50,100]``
 adds Zhang et al. 2017's protocol: PSNR (8-bit RGB) against the number of random ground-truth
-hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint), as a table and
-hints.png. Writes metrics.json, metrics.md, samples.png (and
+hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint), as a table,
+hints.png and hints_samples.png. Writes metrics.json, metrics.md, samples.png (and
 temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
 next to the checkpoint's run; training's own files are never touched).
 """
@@ -120,6 +120,8 @@ def evaluate(model, cfg: DictConfig) -> dict:
             out_hinted = model(batch["l"], batch.get("embedding"), hint_ab, hint_mask)
             ab = resize_to(model.decode(out_hinted).float(), batch["l"].shape[-2:])
             metric.update(denormalize_lab(batch["l"], ab), lab_true, batch.get("bimodal"))
+            if i == 0:
+                samples[f"{n} hints"] = denormalize_lab(batch["l"], ab)[: cfg.evaluate.n_samples].cpu()
     results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
     for name, metrics_of_decoding in extra.items():
         results[name].update({k: float(m.compute()) for k, m in metrics_of_decoding.items()})
@@ -165,6 +167,7 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
     hints = results.pop("_hints", None)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "metrics.md"]
+    gray = ("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))
     report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], "results": results}
     if hints:
         report["hints"] = {"patch": cfg.evaluate.hint_patch, "by_count": {str(n): row for n, row in hints.items()}}
@@ -178,12 +181,13 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
                   f"{cfg.evaluate.hint_patch} px):", "", "| hints | psnr | ab_error | auc |", "|---|---|---|---|"]
         lines += [f"| {n} | {row['psnr']:.2f} | {row['ab_error']:.3g} | {row['auc']:.4g} |" for n, row in hints.items()]
         written.append(plot_hints_curve(hints, cfg.evaluate.hint_patch, out / "hints.png"))
+        columns = [gray, *[(f"{n} hints", samples[f"{n} hints"]) for n in hints], ("ground truth", samples["truth"])]
+        written.append(save_png(labelled_grid(columns, tile=96), out / "hints_samples.png"))
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
     default = "default" if "default" in decodings else f"T={model.temperature:g}"
     written.append(save_png(sample_grid(samples[default], samples["truth"]), out / "samples.png"))
     if len(decodings) > 1:
-        columns = [("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))]
-        columns += [(name, samples[name]) for name in decodings] + [("ground truth", samples["truth"])]
+        columns = [gray, *[(name, samples[name]) for name in decodings], ("ground truth", samples["truth"])]
         written.append(save_png(labelled_grid(columns, tile=96), out / "temperature_samples.png"))
         written.append(plot_temperature_tradeoff(results, decodings, out / "temperature.png"))
     return written

@@ -67,7 +67,7 @@ def test_hints_protocol_shows_learning_on_held_out_scenes(hints_checkpoint, tmp_
     assert rows["10"]["ab_error"] < 0.95 * rows["0"]["ab_error"]
     # 0 hints is exactly the automatic colourization of the main table
     assert rows["0"]["psnr"] == pytest.approx(report["results"]["default"]["psnr"], rel=1e-6)
-    assert (out / "hints.png").stat().st_size > 0
+    assert (out / "hints.png").stat().st_size > 0 and (out / "hints_samples.png").stat().st_size > 0
     assert "| 10 |" in (out / "metrics.md").read_text()
 
 
