@@ -57,10 +57,10 @@ class ColorizeService:
 
     def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int):
         self.colorizer, self.max_upload_bytes = colorizer, max_upload_bytes
-        self.images: OrderedDict[str, tuple[Prepared, np.ndarray]] = OrderedDict()
+        self.images: OrderedDict[str, Prepared] = OrderedDict()
         self.lock = threading.Lock()  # one forward pass at a time: the model is shared
 
-    def _get(self, image_id) -> tuple[Prepared, np.ndarray]:
+    def _get(self, image_id) -> Prepared:
         if image_id not in self.images:
             raise KeyError("unknown image id: upload the photo again (the server keeps the latest "
                            f"{MAX_IMAGES} uploads)")
@@ -81,7 +81,7 @@ class ColorizeService:
             result = self.colorizer.run(prepared)
         image_id = uuid.uuid4().hex
         gray = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, axis=2)
-        self.images[image_id] = (prepared, gray)
+        self.images[image_id] = prepared
         while len(self.images) > MAX_IMAGES:
             self.images.popitem(last=False)
         from colorlab.palette import image_palette
@@ -92,7 +92,7 @@ class ColorizeService:
                 "has_uncertainty": self.colorizer.model.predicts_distribution}
 
     def colorize(self, request: dict) -> dict:
-        prepared, _ = self._get(request.get("id"))
+        prepared = self._get(request.get("id"))
         hints = self._hints(prepared, request.get("hints"))
         with self.lock:
             result = self.colorizer.run(prepared, hints)
@@ -103,8 +103,9 @@ class ColorizeService:
     def palette(self, request: dict) -> dict:
         from colorlab.palette import image_palette, palette_at_point
 
-        prepared, _ = self._get(request.get("id"))
+        prepared = self._get(request.get("id"))
         hints = self._hints(prepared, request.get("hints"))
+        # the clicked point, checked like a hint (inside the image, numbers)
         [point] = parse_hints([{"x": request.get("x"), "y": request.get("y"), "ab": [0, 0]}],
                               prepared.lab.shape[-1], prepared.lab.shape[-2])
         with self.lock:
