@@ -21,6 +21,7 @@ import sys
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorlab.colorize import PhotoColorizer, Prepared
+from colorlab.colorize import PhotoColorizer, Prepared, Result
 from colorlab.config import key_value_options, usage_exit_code
-from colorlab.hints import HintsError, parse_hints
+from colorlab.hints import Hint, HintsError, parse_hints
 from colorlab.io import UnreadableImage, read_rgb_bytes
 
 OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size")
@@ -52,36 +53,52 @@ def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
     return rgba.round().to(torch.uint8).numpy()
 
 
+@dataclass
+class Upload:
+    """A photo kept between requests, with its latest colourization (a click asks for the palette at
+    the point under the current hints, then for the result with the new hint: the first reuses it)."""
+
+    prepared: Prepared
+    hints: tuple[Hint, ...] = ()
+    result: Result | None = None
+
+
 class ColorizeService:
     """Everything the page does, independent of HTTP (the handler only parses and serialises)."""
 
     def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int):
         self.colorizer, self.max_upload_bytes = colorizer, max_upload_bytes
-        self.images: OrderedDict[str, Prepared] = OrderedDict()
+        self.images: OrderedDict[str, Upload] = OrderedDict()
         self.lock = threading.Lock()  # one forward pass at a time: the model is shared
 
-    def _get(self, image_id) -> Prepared:
+    def _get(self, image_id) -> Upload:
         if image_id not in self.images:
             raise KeyError("unknown image id: upload the photo again (the server keeps the latest "
                            f"{MAX_IMAGES} uploads)")
         self.images.move_to_end(image_id)
         return self.images[image_id]
 
-    def _hints(self, prepared: Prepared, points) -> list:
-        height, width = prepared.lab.shape[-2:]
+    def _hints(self, upload: Upload, points) -> tuple[Hint, ...]:
+        height, width = upload.prepared.lab.shape[-2:]
         hints = parse_hints(points or [], width, height)
         if hints and not self.colorizer.takes_hints:
             raise HintsError("this checkpoint was trained without hints; start the app with a hints_unet checkpoint")
-        return hints
+        return tuple(hints)
+
+    def _result(self, upload: Upload, hints: tuple[Hint, ...]) -> Result:
+        """The colourization under these hints; the network runs only when they changed. Holds the lock."""
+        if upload.result is None or hints != upload.hints:
+            upload.hints, upload.result = hints, self.colorizer.run(upload.prepared, list(hints))
+        return upload.result
 
     def upload(self, data: bytes) -> dict:
         rgb = read_rgb_bytes(data)
-        with self.lock:
-            prepared = self.colorizer.prepare(rgb)
-            result = self.colorizer.run(prepared)
+        with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
+            upload = Upload(self.colorizer.prepare(rgb))
+            result = self._result(upload, ())
         image_id = uuid.uuid4().hex
         gray = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, axis=2)
-        self.images[image_id] = prepared
+        self.images[image_id] = upload
         while len(self.images) > MAX_IMAGES:
             self.images.popitem(last=False)
         from colorlab.palette import image_palette
@@ -92,10 +109,10 @@ class ColorizeService:
                 "has_uncertainty": self.colorizer.model.predicts_distribution}
 
     def colorize(self, request: dict) -> dict:
-        prepared = self._get(request.get("id"))
-        hints = self._hints(prepared, request.get("hints"))
+        upload = self._get(request.get("id"))
+        hints = self._hints(upload, request.get("hints"))
         with self.lock:
-            result = self.colorizer.run(prepared, hints)
+            result = self._result(upload, hints)
             entropy = self.colorizer.uncertainty(result) if request.get("uncertainty") else None
         return {"result": data_url(result.rgb),
                 "uncertainty": None if entropy is None else data_url(uncertainty_overlay(entropy))}
@@ -103,15 +120,16 @@ class ColorizeService:
     def palette(self, request: dict) -> dict:
         from colorlab.palette import image_palette, palette_at_point
 
-        prepared = self._get(request.get("id"))
-        hints = self._hints(prepared, request.get("hints"))
+        upload = self._get(request.get("id"))
+        hints = self._hints(upload, request.get("hints"))
+        lab = upload.prepared.lab
         # the clicked point, checked like a hint (inside the image, numbers)
         [point] = parse_hints([{"x": request.get("x"), "y": request.get("y"), "ab": [0, 0]}],
-                              prepared.lab.shape[-1], prepared.lab.shape[-2])
+                              lab.shape[-1], lab.shape[-2])
         with self.lock:
-            result = self.colorizer.run(prepared, hints)
+            result = self._result(upload, hints)
         dist = self.colorizer.distribution_at(result, point.x, point.y)
-        lightness = float(prepared.lab[0, 0, int(point.y), int(point.x)])
+        lightness = float(lab[0, 0, int(point.y), int(point.x)])
         return {"point": palette_at_point(*dist, lightness) if dist is not None else [],
                 "image": image_palette(result.lab[0])}
 

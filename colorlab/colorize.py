@@ -58,11 +58,15 @@ class Result:
     out: Tensor  # the network's raw output (1, C, h, w), for palettes and uncertainty
 
 
+def check_enhancement(gamma: float, saturation: float) -> None:
+    if gamma <= 0 or saturation < 0:
+        raise ValueError(f"gamma must be > 0 and saturation >= 0. Got {gamma}, {saturation}")
+
+
 def enhance(lab: Tensor, gamma: float = 1.0, saturation: float = 1.0) -> np.ndarray:
     """Lab (1, 3, H, W) -> uint8 RGB (H, W, 3), chroma scaled by ``saturation`` and the RGB gamma-corrected
     (v -> 255 (v / 255)^(1 / gamma), seed 003's lookup table); 1 and 1 leave the image as it is."""
-    if gamma <= 0 or saturation < 0:
-        raise ValueError(f"gamma must be > 0 and saturation >= 0. Got {gamma}, {saturation}")
+    check_enhancement(gamma, saturation)
     if saturation != 1.0:
         lab = torch.cat([lab[:, :1], lab[:, 1:] * saturation], dim=1)
     rgb = lab_to_uint8(lab)[0].permute(1, 2, 0).cpu().numpy()
@@ -176,7 +180,7 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
         raise ValueError("hints and palette_at are points on one image: give input=FILE, not a directory")
     if palette < 0 or (palette_at is not None and palette == 0):
         raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {palette}")
-    enhance(torch.zeros(1, 3, 1, 1), gamma, saturation)  # bad values stop here, before any work
+    check_enhancement(gamma, saturation)  # bad values stop here, before any work
     model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     colorizer = PhotoColorizer(model, size, temperature)
     if hints is not None and not colorizer.takes_hints:
