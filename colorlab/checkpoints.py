@@ -79,3 +79,17 @@ class RestoreLoaderState(pl.Callback):
         fit_loop = trainer.fit_loop
         if getattr(fit_loop, "_combined_loader_states_to_load", None):
             fit_loop._load_combined_loader_states()  # a no-op unless restarting with states and a loader
+
+
+def check_architecture(path: str | Path, model: pl.LightningModule) -> None:
+    """A checkpoint whose tensors do not fit ``model`` (another net.width, depth, bins...) is a ResumeError
+    naming the first tensor that differs, instead of a size-mismatch traceback from load_state_dict."""
+    checkpoint = read_checkpoint(Path(path))
+    theirs, ours = checkpoint.get("state_dict", {}), model.state_dict()
+    for name in sorted(set(theirs) | set(ours)):
+        if name not in theirs or name not in ours or theirs[name].shape != ours[name].shape:
+            shape = {k: tuple(d[name].shape) if name in d else "absent" for k, d in (("it", theirs), ("here", ours))}
+            stored = (checkpoint.get("colorlab_config") or {}).get("net")
+            raise ResumeError(f"{path} holds another architecture: tensor {name} is {shape['it']} there and "
+                              f"{shape['here']} here. Resume with the net.* settings it was trained with "
+                              f"({stored}), or drop ckpt_path to start a fresh run")

@@ -12,21 +12,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from colorlab.color import denormalize_lab, lab_to_rgb
+from colorlab.color import denormalize_lab
 from colorlab.config import ConfigError, usage_exit_code
 from colorlab.data import ColorDataModule, add_lab
 from colorlab.embed import attach_embeddings
 from colorlab.metrics import ColorMetrics
 from colorlab.models import load_colorizer
-from colorlab.viz import save_png
-
-LABEL_HEIGHT = 18
+from colorlab.viz import labelled_grid, save_png
 
 
 @torch.no_grad()
@@ -34,20 +30,6 @@ def predict_lab(model, batch: dict) -> torch.Tensor:
     """Lab (B, 3, H, W) prediction of a model for a batch carrying ``l``."""
     out = model.run_net(batch)
     return denormalize_lab(batch["l"], model.predict_ab(out, batch["l"].shape[-2:]))
-
-
-def labelled_grid(columns: list[tuple[str, torch.Tensor]], tile: int = 128) -> np.ndarray:
-    """columns: (label, Lab (B, 3, H, W)) -> uint8 image, one row per image, a label above each column."""
-    rows = columns[0][1].shape[0]
-    canvas = Image.new("RGB", (len(columns) * (tile + 2), LABEL_HEIGHT + rows * (tile + 2)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, (label, lab) in enumerate(columns):
-        draw.text((c * (tile + 2) + 4, 3), label, fill="black")
-        rgb = (lab_to_rgb(lab.float()).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        for r in range(rows):
-            tile_image = Image.fromarray(rgb[r]).resize((tile, tile), Image.NEAREST)
-            canvas.paste(tile_image, (c * (tile + 2), LABEL_HEIGHT + r * (tile + 2)))
-    return np.asarray(canvas)
 
 
 def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None) -> dict:

@@ -61,12 +61,38 @@ def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _check_key(cfg: DictConfig, key: str, where: str) -> None:
-    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
-        close = difflib.get_close_matches(key, dotted_keys(cfg), n=3, cutoff=0.8)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown config key '{key}' ({where}){hint} "
-                          f"Use +{key}=VALUE to add a new key, or --cfg to see all keys.")
+# Trainer arguments that colorlab sets itself, with the key that controls each instead
+TRAINER_OWNED = {"logger": "logger=wandb|csv|none", "callbacks": "the checkpoint settings under checkpoint.*",
+                 "plugins": "(colorlab's atomic checkpoint writer)", "default_root_dir": "run_dir=PATH"}
+
+
+def trainer_arguments() -> list[str]:
+    """Every argument of Lightning's Trainer that a ``trainer.*`` key may set."""
+    import inspect
+
+    from pytorch_lightning import Trainer
+
+    return [name for name in inspect.signature(Trainer.__init__).parameters if name != "self"]
+
+
+def _check_key(cfg: DictConfig, key: str, where: str) -> bool:
+    """Whether ``key`` exists; raises with the closest valid keys when it does not. A ``trainer.X`` key
+    that is an argument of Lightning's Trainer is valid without ``+`` (returns False: it must be added)."""
+    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+        return True
+    candidates = dotted_keys(cfg)
+    group, _, name = key.partition(".")
+    if group == "trainer":
+        if name in TRAINER_OWNED:
+            raise ConfigError(f"trainer.{name} is set by colorlab; use {TRAINER_OWNED[name]}")
+        arguments = [a for a in trainer_arguments() if a not in TRAINER_OWNED]
+        if name in arguments:
+            return False
+        candidates = sorted(set(candidates) | {f"trainer.{a}" for a in arguments})
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.8)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown config key '{key}' ({where}){hint} "
+                      f"Use +{key}=VALUE to add a new key, or --cfg to see all keys.")
 
 
 def _load_yaml(path: Path) -> DictConfig:
@@ -115,8 +141,11 @@ def compose(experiment: str | None, overrides: list[str] | None = None) -> DictC
     cfg = base
     OmegaConf.set_struct(cfg, True)
     for key in _leaf_keys(exp):
-        _check_key(cfg, key, f"in experiment file {experiment}")
-    cfg = _apply_dotted(OmegaConf.merge(cfg, exp), overrides)
+        _check_key(cfg, key, f"in experiment file {experiment}")  # raises on an unknown key
+    with open_dict(cfg):  # trainer.* keys may be Trainer arguments that defaults.yaml does not list
+        cfg = _merge(cfg, exp, f"experiment file {experiment}")
+    OmegaConf.set_struct(cfg, True)
+    cfg = _apply_dotted(cfg, overrides)
 
     cfg.experiment = Path(experiment).stem if experiment else "defaults"
     with open_dict(cfg):
@@ -158,24 +187,72 @@ def _group_file(group: str, choice: str) -> DictConfig:
 
 
 def _apply_dotted(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Command-line overrides. Their values are data, never code: an OmegaConf interpolation such
+    as ``${oc.env:TOKEN}`` is refused, so no secret from the environment or a file can end up in a
+    run's config.yaml, checkpoint or W&B config."""
     for item in overrides:
-        key = item.partition("=")[0]
-        if key.startswith("+"):
+        key, _, value = item.partition("=")
+        if "${" in value:
+            raise ConfigError(f"{key}={value}: values on the command line are taken literally and may not hold "
+                              "interpolations ('${...}'); write the value itself")
+        added = key.startswith("+")
+        key = key.removeprefix("+")
+        exists = added or _check_key(cfg, key, "on the command line")
+        try:
+            parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+        except Exception as e:  # a YAML syntax error in the value, e.g. an unclosed bracket or 'a: b'
+            raise ConfigError(f"{key}={value}: the value is not valid YAML ({type(e).__name__}); "
+                              f"quote it, e.g. {key}='\"{value}\"'") from None
+        if exists and not added:
+            _check_type(key, value, OmegaConf.select(cfg, key), OmegaConf.select(parsed, key))
+            cfg = _merge(cfg, parsed, "the command line")
+        else:
             with open_dict(cfg):
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item[1:]]))
-            continue
-        _check_key(cfg, key, "on the command line")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+                cfg = _merge(cfg, parsed, "the command line")
+            OmegaConf.set_struct(cfg, True)
     return cfg
 
 
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               DictConfig: "a mapping", ListConfig: "a list"}
+
+
+def _check_type(key: str, text: str, old, new) -> None:
+    """A new value must be of the type of the value it replaces (an int where an int was); null and
+    strings (paths, names) replace or are replaced freely, numbers widen from int to float."""
+    if old is None or new is None or isinstance(old, str) and not isinstance(new, (DictConfig, ListConfig)):
+        return
+    expected = next(t for t in (bool, int, float, str, DictConfig, ListConfig) if isinstance(old, t))
+    compatible = isinstance(new, expected) and not (expected is int and isinstance(new, bool))
+    if expected is float and isinstance(new, int) and not isinstance(new, bool):
+        compatible = True
+    if not compatible:
+        raise ConfigError(f"{key}={text}: expected {_TYPE_NAMES[expected]} (the current value is "
+                          f"{OmegaConf.to_yaml(old).strip() if isinstance(old, (DictConfig, ListConfig)) else old!r})"
+                          + ("; quote a text that holds ': ', brackets or braces" if expected is str else ""))
+
+
+def _merge(cfg: DictConfig, other: DictConfig, where: str) -> DictConfig:
+    """OmegaConf.merge with type errors (``data.size=abc``) as one ConfigError naming key and value."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        value = OmegaConf.select(other, key, default="?") if key != "?" else "?"
+        expected = type(OmegaConf.select(cfg, key, default=None)).__name__ if key != "?" else "another type"
+        raise ConfigError(f"{key}={value} ({where}) is not valid: expected a value of type {expected}") from None
+
+
 def default_run_dir(experiment: str) -> str:
-    """runs/<experiment>/<timestamp>; stable across SLURM requeues and DDP child processes."""
+    """runs/<experiment>/<timestamp>-<pid>; stable across SLURM requeues and DDP child processes."""
     if os.environ.get(RUN_DIR_ENV):
         return os.environ[RUN_DIR_ENV]
     if os.environ.get("SLURM_JOB_ID"):
         return f"runs/{experiment}/slurm-{os.environ['SLURM_JOB_ID']}"
-    return f"runs/{experiment}/{datetime.now():%Y%m%d-%H%M%S}"
+    # the process id keeps two runs started in the same second apart
+    return f"runs/{experiment}/{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
 
 
 def parse_cli(argv: list[str]) -> tuple[str | None, list[str], set[str]]:

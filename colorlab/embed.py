@@ -97,6 +97,8 @@ class GlobalEmbedder(nn.Module):
 
 def embedder_key(weights: str, output: str, size: int, seed: int) -> dict:
     if weights not in ("hub", "random"):
+        if not Path(weights).expanduser().is_file():
+            raise EmbedWeightsError(f"embed.weights={weights}: no such file. {HOW_TO_PROVIDE}")
         stat = Path(weights).expanduser().stat()
         weights = f"{Path(weights).name}:{stat.st_size}:{int(stat.st_mtime)}"
     return {"weights": weights, "output": output, "size": size, "seed": seed if weights == "random" else None}

@@ -160,8 +160,7 @@ def plot_hints_curve(hints: dict, patch: int, path: Path) -> Path:
 
 def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictConfig) -> list[Path]:
     """metrics.json, metrics.md, samples.png and, for several temperatures, the trade-off figures."""
-    from colorlab.compare import labelled_grid
-    from colorlab.viz import sample_grid, save_png
+    from colorlab.viz import labelled_grid, sample_grid, save_png
 
     samples, decodings = results.pop("_samples"), results.pop("_temperatures")
     hints = results.pop("_hints", None)

@@ -7,12 +7,14 @@ metrics.json (final validation metrics) and the logger's files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
 
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listing, parse_cli
@@ -24,12 +26,21 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, float]:
     """Fit the configured model; returns the final validation metrics (also in metrics.json).
 
     ``callbacks``: extra Lightning callbacks (benchmarks and tests use them to observe a run).
+    Problems found before training starts (bad values, data, weights or checkpoints, a run_dir that
+    holds another run) raise ConfigError.
     """
     run_dir = Path(cfg.run_dir)
     previous = os.environ.get(RUN_DIR_ENV)
+    claimed = previous is None and claim_run_dir(cfg, run_dir)  # DDP children find it claimed
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run this command: same run_dir
     try:
-        return _fit(cfg, run_dir, callbacks)
+        return _fit(cfg, run_dir, callbacks, config_written=claimed)
+    except ConfigError:
+        if claimed:  # nothing trained: leave the directory as it was found
+            (run_dir / "config.yaml").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     finally:  # later runs in this process compose their own run_dir
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
@@ -37,39 +48,74 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, float]:
             os.environ[RUN_DIR_ENV] = previous
 
 
-def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, float]:
-    import pytorch_lightning as pl
+def claim_run_dir(cfg: DictConfig, run_dir: Path) -> bool:
+    """Make ``run_dir`` this run's own, so a run never writes into another run's directory: it must be
+    new or empty, and writing config.yaml exclusively claims it (two runs started together with one
+    run_dir: the second is refused). Resuming (ckpt_path) and the ranks and requeues of one SLURM job
+    share their directory. Returns whether config.yaml was written here."""
+    slurm_dir = os.environ.get("SLURM_JOB_ID") and run_dir.name == f"slurm-{os.environ['SLURM_JOB_ID']}"
+    if cfg.ckpt_path is not None or slurm_dir:
+        return False
+    refusal = (f"run_dir={run_dir} already holds files of another run; nothing was written. Give a new "
+               f"run_dir (or none: a fresh runs/{cfg.experiment}/<timestamp>), or resume that run with "
+               f"ckpt_path=last run_dir={run_dir}")
+    if run_dir.is_file() or run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(refusal)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(run_dir / "config.yaml", "x") as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    except FileExistsError:
+        raise ConfigError(refusal) from None
+    return True
+
+
+def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written: bool) -> dict[str, float]:
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from colorlab.checkpoints import AtomicCheckpointIO, RestoreLoaderState, resolve_resume
+    from colorlab.checkpoints import AtomicCheckpointIO, RestoreLoaderState, check_architecture, resolve_resume
     from colorlab.data import ColorDataModule
     from colorlab.data.datamodule import skip_summary
-    from colorlab.embed import attach_embeddings
+    from colorlab.embed import EmbedWeightsError, attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
 
-    resume_from = resolve_resume(cfg, run_dir)  # before any work: a bad checkpoint stops the run here
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
-    attach_embeddings(datamodule, cfg)  # global features, computed once per image and cached
-    model = build_model(cfg)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
-                                 monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
-                                 save_top_k=1, auto_insert_metric_name=False)
-    # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart,
-    # rewritten (atomically) after every epoch
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           enable_version_counter=False)
-    trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                         callbacks=[checkpoint, last, RestoreLoaderState(), *(callbacks or [])],
-                         plugins=[AtomicCheckpointIO()],
-                         **OmegaConf.to_container(cfg.trainer, resolve=True))
-    if trainer.is_global_zero:
+    try:  # everything that can fail on a bad config fails here, before the first step, as one ConfigError
+        resume_from = resolve_resume(cfg, run_dir)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+        datamodule.setup("fit")
+        attach_embeddings(datamodule, cfg)  # global features, computed once per image and cached
+        model = build_model(cfg)
+        check_input_size(model, cfg.data.size)
+        if resume_from:
+            check_architecture(resume_from, model)
+        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
+                                     monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
+                                     save_top_k=1, auto_insert_metric_name=False)
+        # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart,
+        # rewritten (atomically) after every epoch
+        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                               enable_version_counter=False)
+        trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
+                             callbacks=[checkpoint, last, RestoreLoaderState(), ValidateBeforeStopping(),
+                                        *(callbacks or [])],
+                             plugins=[AtomicCheckpointIO()],
+                             **OmegaConf.to_container(cfg.trainer, resolve=True))
+        check_batches_per_epoch(datamodule, cfg, trainer.world_size)
+    except MisconfigurationException as e:  # Lightning's own check of a trainer.* value
+        raise ConfigError(f"trainer: {str(e).strip()}") from e
+    except (ValueError, FileNotFoundError, TypeError, EmbedWeightsError) as e:
+        raise ConfigError(str(e).strip().replace("\n", " ")) from e
+    if trainer.is_global_zero and not config_written:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        if model.validated_step != trainer.global_step and trainer.num_val_batches and any(trainer.num_val_batches):
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # e.g. check_val_every_n_epoch > 1
 
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     if trainer.is_global_zero:
@@ -82,6 +128,39 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None) -> dict[str, fl
                   + ")")
         print(f"run written to {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
+
+
+def check_input_size(model, size: int) -> None:
+    multiple = getattr(model.net, "size_multiple", 1)
+    if size % multiple:
+        raise ConfigError(f"data.size={size}: net={model.config['net']['name']} needs a multiple of {multiple}, "
+                          f"e.g. data.size={max(multiple, size // multiple * multiple)}")
+
+
+def check_batches_per_epoch(datamodule, cfg: DictConfig, world_size: int) -> None:
+    """An epoch that would hold no training batch is an error, not a run that trains nothing."""
+    n_train = len(datamodule.train_set)
+    if n_train // world_size >= cfg.data.batch_size:
+        return
+    found = f"{datamodule.train_set.n_items} usable training images" if hasattr(datamodule.train_set, "n_items") \
+        else f"{n_train} training items"
+    per_epoch = "data.train_size (random crops per epoch)" if "train_size" in cfg.data else "more training data"
+    processes = f" x {world_size} processes" if world_size > 1 else ""
+    raise ConfigError(f"data={cfg.data.name}: {found} give {n_train} crops per epoch, fewer than "
+                      f"data.batch_size={cfg.data.batch_size}{processes}, so an epoch would hold no batch (incomplete "
+                      f"batches are dropped). Raise {per_epoch}, "
+                      f"e.g. data.train_size={cfg.data.batch_size * world_size * 2}, or lower data.batch_size")
+
+
+class ValidateBeforeStopping(pl.Callback):
+    """Every run ends by validating its final weights, so metrics.json, the sample grid, the loggers and
+    the best checkpoint describe what was trained. Lightning validates when ``should_stop`` is raised
+    during a batch (max_time, early stopping, a sweep's pruner) but not when ``max_steps`` ends the epoch
+    loop mid-epoch: raise it on the last step too."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if 0 <= trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,11 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--cfg" in flags:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
-    from colorlab.checkpoints import ResumeError
-
     try:
         train(cfg)
-    except ResumeError as e:
+    except ConfigError as e:
         print(f"colorlab.fit: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -155,8 +155,8 @@ class FolderImages(PhotoCrops):
     """Images from a list of paths; a file that fails to decode is replaced by the next one."""
 
     def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0,
-                 skipped: Counter | None = None):
-        super().__init__(self._read, len(paths), size, scale, train, len(paths), seed)
+                 skipped: Counter | None = None, length: int | None = None):
+        super().__init__(self._read, len(paths), size, scale, train, length or len(paths), seed)
         self.paths, self._failed = paths, -1
         self.skipped = skipped or Counter()  # files left out when the folder was scanned, by reason
 
@@ -180,8 +180,10 @@ class FolderImages(PhotoCrops):
 
 
 def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val_root: str | None = None,
-                  val_fraction: float = 0.1):
-    """Train/val datasets from a directory tree (and an optional separate validation tree)."""
+                  val_fraction: float = 0.1, train_size: int | None = None):
+    """Train/val datasets from a directory tree (and an optional separate validation tree).
+    ``train_size``: random crops per epoch, cycling over the training files (None: one per file)."""
+    check_train_size(train_size)
     root_path = _existing_dir(root, "data.root")
     paths, skipped = scan_folder(root_path)
     if val_root is not None:
@@ -199,8 +201,14 @@ def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val
         raise ValueError(f"data.root={root} holds {len(paths)} usable colour images "
                          f"({sum(skipped.values())} skipped); need at least one for training and one "
                          f"for validation. Supported suffixes: {sorted(IMAGE_SUFFIXES)}")
-    return (FolderImages(train_paths, size, scale, True, seed, skipped),
+    return (FolderImages(train_paths, size, scale, True, seed, skipped, train_size),
             FolderImages(val_paths, size, scale, False, seed))
+
+
+def check_train_size(train_size: int | None) -> None:
+    if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
+        raise ValueError(f"data.train_size must be a number of crops per epoch >= 1, or null for one per file. "
+                         f"Got {train_size!r}")
 
 
 def _existing_dir(path: str | None, key: str) -> Path:

@@ -16,7 +16,7 @@ import torch
 from litdata import StreamingDataset
 from PIL import Image
 
-from colorlab.data.photos import crop_for_split
+from colorlab.data.photos import check_train_size, crop_for_split
 
 SPLITS = ("train", "val")
 
@@ -29,13 +29,18 @@ def decode_jpeg(data) -> np.ndarray:
 class ShardCrops(StreamingDataset):
     """Items like PhotoCrops': uint8 ``rgb`` (3, size, size), ``index`` and ``item`` (the photo id)."""
 
-    def __init__(self, path: Path, size: int, scale: int | None, train: bool, seed: int = 0):
-        super().__init__(str(path), shuffle=train, drop_last=train, seed=seed)
+    def __init__(self, path: Path, size: int, scale: int | None, train: bool, seed: int = 0,
+                 length: int | None = None):
+        # litdata's subsample draws a fraction of the samples (or whole repeats plus a fraction above 1)
+        self._n_items = len(StreamingDataset(str(path))) if length is not None else None
+        subsample = 1.0 if length is None else length / self._n_items
+        super().__init__(str(path), shuffle=train, drop_last=train, seed=seed, subsample=subsample)
         self.size, self.scale, self.train, self.seed = size, scale or round(size * 8 / 7), train, seed
 
     @property
     def n_items(self) -> int:
-        return len(self)
+        """Distinct photos in the shards (ids of per-item caches), whatever ``length`` is."""
+        return self._n_items or len(self)
 
     def whole_image(self, item: int) -> torch.Tensor:
         return torch.from_numpy(decode_jpeg(super().__getitem__(item)["jpeg"]).copy()).permute(2, 0, 1)
@@ -49,8 +54,10 @@ class ShardCrops(StreamingDataset):
         return {"rgb": rgb, "index": item, "item": item}
 
 
-def shards_splits(path: str | None, size: int, seed: int, scale: int | None = None):
-    """(train, val) streaming datasets from the output of colorlab.prepare."""
+def shards_splits(path: str | None, size: int, seed: int, scale: int | None = None, train_size: int | None = None):
+    """(train, val) streaming datasets from the output of colorlab.prepare; ``train_size`` samples per
+    training epoch (None: each sample once)."""
+    check_train_size(train_size)
     if path is None:
         raise ValueError("data.path is not set: give the folder written by python -m colorlab.prepare")
     root = Path(path).expanduser()
@@ -58,4 +65,5 @@ def shards_splits(path: str | None, size: int, seed: int, scale: int | None = No
     if missing:
         raise FileNotFoundError(f"data.path={path} holds no litdata shards for {missing} (expected "
                                 f"{root}/<split>/index.json); write them with python -m colorlab.prepare")
-    return (ShardCrops(root / "train", size, scale, True, seed), ShardCrops(root / "val", size, scale, False, seed))
+    return (ShardCrops(root / "train", size, scale, True, seed, train_size),
+            ShardCrops(root / "val", size, scale, False, seed))

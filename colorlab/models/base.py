@@ -8,6 +8,7 @@ the training and validation loops, metrics, sample grids, optimiser and schedule
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,6 +23,47 @@ from colorlab.metrics import ColorMetrics
 from colorlab.viz import sample_grid, save_png
 
 SCHEDULERS = ("cosine", "none")
+# torch's OneCycleLR defaults, kept so that long runs follow exactly the schedule they always had
+DIV_FACTOR, FINAL_DIV_FACTOR = 25.0, 1e4
+BETA1_MAX, BETA1_BASE = 0.95, 0.85
+
+
+def _cos_anneal(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def one_cycle(step: int, total: int, warmup: float) -> tuple[float, float]:
+    """(learning-rate factor in [1/25/1e4, 1], Adam's beta1) at ``step`` of a ``total``-step run.
+
+    torch's OneCycleLR with cosine annealing: cosine warm-up from 1/25 of the peak over the first
+    ``warmup`` fraction of the steps, then cosine decay to 1/25/1e4 of it, beta1 going 0.95 -> 0.85 -> 0.95.
+    Defined for every run length: where the warm-up would end at step 0 or before (runs of about
+    1/warmup steps or fewer; OneCycleLR divides by zero when it ends exactly at 0) there is none and the
+    run starts at the peak; steps past ``total`` keep the final value.
+    """
+    initial, final = 1 / DIV_FACTOR, 1 / DIV_FACTOR / FINAL_DIV_FACTOR
+    step, last = min(step, total - 1), total - 1
+    warmup_end = warmup * total - 1  # OneCycleLR's end of phase one (a float)
+    if warmup_end > 0 and step <= warmup_end:
+        pct = step / warmup_end
+        return _cos_anneal(initial, 1.0, pct), _cos_anneal(BETA1_MAX, BETA1_BASE, pct)
+    start = max(warmup_end, 0.0)
+    pct = (step - start) / (last - start) if last > start else 0.0
+    return _cos_anneal(1.0, final, pct), _cos_anneal(BETA1_BASE if warmup_end > 0 else BETA1_MAX, BETA1_MAX, pct)
+
+
+class OneCycle(torch.optim.lr_scheduler.LRScheduler):
+    """``one_cycle`` as a per-step scheduler of an Adam-family optimiser (sets lr and beta1)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, warmup: float):
+        self.max_lr, self.total_steps, self.warmup = max_lr, max(1, total_steps), warmup
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        factor, beta1 = one_cycle(self.last_epoch, self.total_steps, self.warmup)
+        for group in self.optimizer.param_groups:
+            group["betas"] = (beta1, group["betas"][1])
+        return [self.max_lr * factor for _ in self.optimizer.param_groups]
 
 
 class Colorizer(pl.LightningModule):
@@ -44,6 +86,7 @@ class Colorizer(pl.LightningModule):
         self.config: dict | None = None  # the resolved run config, stored in checkpoints
         self.hint_sampling: HintSampling | None = None  # set by build_model when hints.enabled
         self._samples: tuple[Tensor, Tensor] | None = None
+        self.validated_step = -1  # the global step whose weights were last validated (sanity checks aside)
 
     # --- what a formulation defines -------------------------------------------------------
     @classmethod
@@ -141,6 +184,8 @@ class Colorizer(pl.LightningModule):
             self.hinted_psnr.reset()
         if self._samples is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self.save_samples(*self._samples)
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
         self._samples = None
 
     def save_samples(self, lab_pred: Tensor, lab_true: Tensor) -> None:
@@ -160,10 +205,8 @@ class Colorizer(pl.LightningModule):
                                       betas=tuple(self.optim["betas"]))
         if self.optim["scheduler"] == "none":
             return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.optim["lr"], total_steps=steps, pct_start=self.optim["warmup"],
-            anneal_strategy="cos")
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = OneCycle(optimizer, max_lr=self.optim["lr"], total_steps=steps, warmup=self.optim["warmup"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
