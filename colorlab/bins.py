@@ -121,9 +121,12 @@ def knn_encode(ab: Tensor, centers: Tensor, k: int) -> tuple[Tensor, Tensor]:
     ab = ab.float().clamp(-AB_LIMIT, AB_LIMIT - 1e-3)
     cell = ((ab + AB_LIMIT) / CELL).long().clamp(0, table.shape[0] - 1)  # (B, 2, H, W)
     candidates = table[cell[:, 0], cell[:, 1]]  # (B, H, W, C)
-    padded = torch.cat([centers.float(), centers.new_full((1, 2), torch.inf)])
-    cand_ab = padded[candidates]  # (B, H, W, C, 2)
-    d2 = (cand_ab - ab.permute(0, 2, 3, 1)[..., None, :]).pow(2).sum(-1).nan_to_num(torch.inf)
+    # a and b of the candidates apart (two gathers of (B, H, W, C) instead of one of (B, H, W, C, 2)); the
+    # sentinel is infinitely far, and ab is finite after the clamp, so no NaN can arise
+    far = centers.new_full((1,), torch.inf, dtype=torch.float32)
+    cand_a = torch.cat([centers[:, 0].float(), far])[candidates]
+    cand_b = torch.cat([centers[:, 1].float(), far])[candidates]
+    d2 = (cand_a - ab[:, 0, :, :, None]).square_() + (cand_b - ab[:, 1, :, :, None]).square_()
     d2, nearest = d2.topk(k, dim=-1, largest=False)  # (B, H, W, k)
     idx = candidates.gather(-1, nearest)
     return idx.permute(0, 3, 1, 2), d2.permute(0, 3, 1, 2)
