@@ -111,3 +111,20 @@ def test_shards_resume_mid_epoch_where_they_stopped(shards, tiny_overrides, tmp_
     train(compose("regression_l2", base + [f"run_dir={tmp_path / 'b'}", f"ckpt_path={middle}"]), [resumed])
     assert len(full.items) > 4
     assert resumed.items == full.items[3:]  # the rest of the epoch, in the same order, nothing repeated
+
+
+@pytest.mark.parametrize("train_size", [7, 45])
+def test_train_size_sets_the_samples_per_epoch_of_shards(shards, train_size):
+    """Fewer samples than the shards hold (a subset), or more (whole repeats plus a part): an epoch holds
+    ``train_size`` samples (litdata rounds the part down per chunk file) whose ids are the shards' photos."""
+    import json
+
+    from colorlab.data.shards import shards_splits
+
+    train, _ = shards_splits(str(shards), size=16, seed=0, train_size=train_size)
+    n_photos = train.n_items
+    items = [train[i]["item"] for i in range(len(train))]
+    n_chunks = len(json.loads((shards / "train" / "index.json").read_text())["chunks"])
+    assert train_size - n_chunks <= len(train) <= train_size
+    assert n_photos == len(shards_splits(str(shards), size=16, seed=0)[0]) < train_size * 3
+    assert all(0 <= i < n_photos for i in items)
