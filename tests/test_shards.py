@@ -116,15 +116,15 @@ def test_shards_resume_mid_epoch_where_they_stopped(shards, tiny_overrides, tmp_
 @pytest.mark.parametrize("train_size", [7, 45])
 def test_train_size_sets_the_samples_per_epoch_of_shards(shards, train_size):
     """Fewer samples than the shards hold (a subset), or more (whole repeats plus a part): an epoch holds
-    ``train_size`` samples (litdata rounds the part down per chunk file) whose ids are the shards' photos."""
+    ``train_size`` samples (litdata rounds the part down per chunk file), with ids that index its samples."""
     import json
 
     from colorlab.data.shards import shards_splits
 
     train, _ = shards_splits(str(shards), size=16, seed=0, train_size=train_size)
-    n_photos = train.n_items
     items = [train[i]["item"] for i in range(len(train))]
     n_chunks = len(json.loads((shards / "train" / "index.json").read_text())["chunks"])
     assert train_size - n_chunks <= len(train) <= train_size
-    assert n_photos == len(shards_splits(str(shards), size=16, seed=0)[0]) < train_size * 3
-    assert all(0 <= i < n_photos for i in items)
+    assert sorted(items) == list(range(train.n_items))
+    first = train.whole_image(items[-1])  # the cache id of the last sample decodes to a whole photo
+    assert first.dtype == torch.uint8 and first.shape[0] == 3 and min(first.shape[1:]) >= 16

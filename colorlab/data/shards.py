@@ -32,15 +32,15 @@ class ShardCrops(StreamingDataset):
     def __init__(self, path: Path, size: int, scale: int | None, train: bool, seed: int = 0,
                  length: int | None = None):
         # litdata's subsample draws a fraction of the samples (or whole repeats plus a fraction above 1)
-        self._n_items = len(StreamingDataset(str(path))) if length is not None else None
-        subsample = 1.0 if length is None else length / self._n_items
+        subsample = 1.0 if length is None else length / len(StreamingDataset(str(path)))
         super().__init__(str(path), shuffle=train, drop_last=train, seed=seed, subsample=subsample)
         self.size, self.scale, self.train, self.seed = size, scale or round(size * 8 / 7), train, seed
 
     @property
     def n_items(self) -> int:
-        """Distinct photos in the shards (ids of per-item caches), whatever ``length`` is."""
-        return self._n_items or len(self)
+        """Ids of per-item caches: positions in this dataset's sample list (with ``length``, litdata's
+        subsampled list, which ``whole_image`` indexes too)."""
+        return len(self)
 
     def whole_image(self, item: int) -> torch.Tensor:
         return torch.from_numpy(decode_jpeg(super().__getitem__(item)["jpeg"]).copy()).permute(2, 0, 1)
