@@ -259,6 +259,8 @@ def parse_cli(argv: list[str]) -> tuple[str | None, list[str], set[str]]:
     """argv -> (experiment, overrides, flags such as --cfg)."""
     experiment, overrides, flags = None, [], set()
     for arg in argv:
+        if arg.startswith("--") and "=" in arg:  # W&B's ${args} macro writes --key=value
+            arg = arg[2:]
         if arg.startswith("-"):
             flags.add(arg)
         elif "=" not in arg:

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listing, parse_cli
+from colorlab.sweep.spec import TRIAL_ENV
 
 USAGE = __doc__.split("\n\n")[0]
 
@@ -81,6 +82,10 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
 
+    if os.environ.get(TRIAL_ENV):  # a trial of an offline sweep: report the metric per epoch (pruning)
+        from colorlab.sweep.pruning import callbacks_from_env
+
+        callbacks = [*(callbacks or []), *callbacks_from_env()]
     try:  # everything that can fail on a bad config fails here, before the first step, as one ConfigError
         resume_from = resolve_resume(cfg, run_dir)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -1,0 +1,1 @@
+"""Offline sweeps: W&B sweep YAMLs driven by Optuna (``python -m colorlab.sweep``)."""

@@ -1,0 +1,37 @@
+"""summary.csv, summary.md (best trial first) and metric.png (the metric against each parameter)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def write_summary(rows: list[dict], metric: str, goal: str, out: Path) -> None:
+    """summary.csv, summary.md (best trial first) and metric.png (metric against each parameter)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    columns = list(rows[0])
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    sign = 1 if goal == "minimize" else -1
+    ordered = sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0)))
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join("—" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])
+                                for c in columns) + " |" for r in ordered]
+    (out / "summary.md").write_text(f"Sweep {out.name}: {metric} ({goal}), best first\n\n" + "\n".join(lines) + "\n")
+    params = [c for c in columns if c not in ("trial", metric, "state")]
+    fig, axes = plt.subplots(1, len(params), figsize=(4.5 * len(params), 3.6), squeeze=False)
+    done = [r for r in rows if r[metric] is not None and all(isinstance(r[p], int | float) for p in params)]
+    for ax, param in zip(axes[0], params, strict=True):
+        ax.scatter([r[param] for r in done], [r[metric] for r in done], c=range(len(done)), cmap="viridis")
+        ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
+    fig.tight_layout()
+    fig.savefig(out / "metric.png", dpi=110)
+    plt.close(fig)
