@@ -50,3 +50,31 @@ def test_sigusr1_saves_requeues_and_the_next_start_resumes(tmp_path):
     log = second.stdout + second.stderr
     assert "hpc_ckpt_1.ckpt" in log and "Restored all states" in log, log[-3000:]
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_sweep_agent_runs_each_trial_as_one_ddp_run_per_node(tmp_path):
+    """experiments/slurm/sweep_agent.sbatch under a fake SLURM (one task per node): the agent (here the
+    offline driver, the same command line per trial) runs a 2-process trainer=ddp_cpu trial that Lightning
+    launches itself; SLURM's one-task layout would otherwise refuse two devices."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = slurm_env(tmp_path)
+    srun = tmp_path / "bin" / "srun"  # stands in for SLURM's: drops its options, runs the command once
+    srun.write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    srun.chmod(0o755)
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text("name: one\nprogram: colorlab/fit.py\nmethod: grid\nmetric: {name: val/ab_error}\n"
+                     "parameters:\n  optim.lr: {values: [0.002]}\n  trainer: {value: ddp_cpu}\n"
+                     "command: ['${env}', python, -m, colorlab.fit, experiment=regression_l2, '${args_no_hyphens}']\n")
+    out = tmp_path / "sweep"
+    tiny = ("logger=none data.num_workers=0 trainer.enable_progress_bar=false data.batch_size=4 data.train_size=16 "
+            "data.val_size=8 trainer.max_steps=2")
+    env.update(PYTHONPATH=str(repo), COLORLAB_SWEEP_AGENT=f"{sys.executable} -m colorlab.sweep {sweep} --count 1 "
+                                                          f"--out {out} {tiny}")
+    result = subprocess.run(["bash", str(repo / "experiments/slurm/sweep_agent.sbatch"), "entity/project/id"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    log = (out / "trial-000" / "trial.log").read_text()
+    assert "finished" in (out / "summary.csv").read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log[-2000:]  # both ranks of the one trial
