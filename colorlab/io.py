@@ -73,9 +73,27 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)  # writable, unlike np.asarray of PIL
 
 
-def read_rgb(path: Path | str) -> np.ndarray:
-    """Read a file as uint8 RGB (H, W, 3); raises UnreadableImage (never a deep PIL error)."""
-    return _decode(open_image(path), path)
+def read_rgb(path: Path | str, min_side: int | None = None) -> np.ndarray:
+    """Read a file as uint8 RGB (H, W, 3); raises UnreadableImage (never a deep PIL error).
+
+    ``min_side``: the caller needs the shorter side only at least this long (it resizes down anyway). A
+    JPEG is then decoded at 1/2, 1/4 or 1/8 scale straight from its DCT coefficients (PIL's draft mode)
+    when that still leaves the shorter side >= min_side: 2 to 10x faster on large photos.
+    """
+    image = open_image(path)
+    if min_side is not None:
+        reduce_for_side(image, min_side)
+    return _decode(image, path)
+
+
+def reduce_for_side(image: Image.Image, min_side: int) -> None:
+    """Ask a JPEG to decode at the smallest DCT scale whose shorter side is still >= min_side."""
+    if image.format != "JPEG":
+        return
+    w, h = image.size
+    scale = min_side / min(w, h)
+    if scale < 0.5:  # draft picks the largest reduction that keeps both sides >= the requested size
+        image.draft("RGB", (max(1, int(np.ceil(w * scale))), max(1, int(np.ceil(h * scale)))))
 
 
 def read_rgb_bytes(data: bytes, label: str = "upload") -> np.ndarray:

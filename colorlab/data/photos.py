@@ -164,7 +164,7 @@ class FolderImages(PhotoCrops):
         for offset in range(self.n):
             index = (i + offset) % self.n
             try:
-                rgb = read_rgb(self.paths[index])
+                rgb = read_rgb(self.paths[index], min_side=self.scale)  # crops never need more
             except UnreadableImage as e:  # headers looked fine but the pixel data did not
                 warnings.warn(f"skipped while decoding: {e}", stacklevel=2)
                 self._failed = index if self._failed < 0 else self._failed

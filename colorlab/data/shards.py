@@ -17,12 +17,16 @@ from litdata import StreamingDataset
 from PIL import Image
 
 from colorlab.data.photos import check_train_size, crop_for_split
+from colorlab.io import reduce_for_side
 
 SPLITS = ("train", "val")
 
 
-def decode_jpeg(data) -> np.ndarray:
+def decode_jpeg(data, min_side: int | None = None) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3); with ``min_side`` at a reduced DCT scale when that still covers it."""
     with Image.open(io.BytesIO(bytes(data))) as image:
+        if min_side is not None:
+            reduce_for_side(image, min_side)
         return np.asarray(image.convert("RGB"))
 
 
@@ -50,7 +54,8 @@ class ShardCrops(StreamingDataset):
         # the sample's position in the shards (litdata passes a ChunkedIndex while streaming): dense
         # ids 0..n-1 even where prepare skipped unreadable files, as per-item caches need
         item = int(getattr(index, "index", index))
-        rgb = crop_for_split(decode_jpeg(sample["jpeg"]), self.size, self.scale, self.train, self.seed, item)
+        photo = decode_jpeg(sample["jpeg"], self.scale)
+        rgb = crop_for_split(photo, self.size, self.scale, self.train, self.seed, item)
         return {"rgb": rgb, "index": item, "item": item}
 
 
