@@ -113,3 +113,24 @@ def test_warp_with_farneback_flow_aligns_a_shifted_texture():
     err_warped = (wa[0, 0] - torch.from_numpy(a).float())[inner].abs().mean()
     err_plain = (torch.from_numpy(b).float() - torch.from_numpy(a).float())[inner].abs().mean()
     assert err_warped < 0.3 * err_plain
+
+
+def test_frames_source_renders_the_clip_frames_and_their_stacks():
+    from colorlab.config import compose
+    from colorlab.data.datamodule import ColorDataModule
+    from colorlab.video.data import synthetic_video_splits
+
+    train, val = synthetic_video_splits(size=32, seed=2, train_size=3, val_size=2, frames=5, stack=3)
+    whole = SyntheticVideo(32, 2, seed=2, split="val", frames=5)[1]
+    assert len(val) == 10
+    for t in range(5):
+        item = val[5 + t]
+        assert torch.equal(item["rgb"], whole["rgb"][t]) and torch.equal(item["bimodal"], whole["bimodal"][t])
+        expected = [whole["rgb"][min(max(u, 0), 4)] for u in (t - 1, t, t + 1)]
+        assert torch.equal(item["context"], torch.stack(expected))
+    with pytest.raises(ValueError, match="odd"):
+        synthetic_video_splits(size=32, seed=2, train_size=3, val_size=2, stack=2)
+    cfg = compose("regression_l2", ["data=synthetic_video", "data.train_size=2", "data.val_size=1", "data.size=32"])
+    dm = ColorDataModule(**{k: v for k, v in cfg.data.items()}, seed=cfg.seed)
+    dm.setup()
+    assert len(dm.train_set) == 2 * cfg.data.frames and len(dm.val_set) == cfg.data.frames

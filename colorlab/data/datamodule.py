@@ -26,8 +26,14 @@ def _shards_splits(**kwargs):
     return shards_splits(**kwargs)
 
 
+def _synthetic_video_splits(**kwargs):
+    from colorlab.video.data import synthetic_video_splits  # issue 13: frames of clips with exact flow
+
+    return synthetic_video_splits(**kwargs)
+
+
 SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits,
-           "shards": _shards_splits}
+           "shards": _shards_splits, "synthetic_video": _synthetic_video_splits}
 
 
 # data keys that change what the splits contain (not how fast they are read)

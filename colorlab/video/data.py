@@ -26,12 +26,9 @@ def _shape_mask(kind: str, yy, xx, cy, cx, r):
     return np.abs(yy - cy) + np.abs(xx - cx) < 1.2 * r  # bimodal diamond
 
 
-def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float, noise: float = 2.0,
-                shapes: list[dict] | None = None) -> dict:
-    """One clip as numpy arrays: ``rgb`` uint8 (T, H, W, 3), ``flow`` float32 (T-1, 2, H, W) (dx, dy),
-    ``valid`` bool (T-1, H, W) (pixel of frame t visible in frame t+1), ``bimodal`` bool (T, H, W),
-    ``mode`` +1 (green) or -1 (magenta). ``shapes`` (kind, cy, cx, r, vy, vx, L; drawn in order,
-    later on top) replaces the random ones when given; the background is static."""
+def clip_scene(rng: np.random.Generator, size: int, p_first: float, shapes: list[dict] | None = None) -> dict:
+    """A clip's static background, moving shapes (kind, cy, cx, r, vy, vx, L; drawn in order, later
+    on top) and the diamond's mode (+1 green, -1 magenta, drawn once per clip)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     horizon = rng.uniform(0.35, 0.65) * size
     sky = yy < horizon
@@ -49,30 +46,50 @@ def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float
                            "vy": int(rng.integers(-MAX_SPEED, MAX_SPEED + 1)),
                            "vx": int(rng.integers(-MAX_SPEED, MAX_SPEED + 1)),
                            "L": rng.uniform(*(BIMODAL_L if kind == "bimodal" else CLASS_L[kind]))})
+    return {"size": size, "bg": bg, "shapes": shapes, "mode": mode}
+
+
+def render_frame(scene: dict, t: int, noise: float, noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t of a clip: uint8 RGB (H, W, 3) and the layer labels (H, W) (0 background, i + 1 shape i)."""
+    size = scene["size"]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    lab = scene["bg"].copy()
+    labels = np.zeros((size, size), np.int64)
+    for i, s in enumerate(scene["shapes"]):
+        cy, cx = s["cy"] + t * s["vy"], s["cx"] + t * s["vx"]
+        m = _shape_mask(s["kind"], yy, xx, cy, cx, s["r"])
+        labels[m] = i + 1
+        ly, lx = yy - cy, xx - cx  # textures move with the shape
+        if s["kind"] == "square":
+            lab[m, 0] = s["L"] + (TEXTURE_L * np.sign(np.sin(2 * np.pi * (ly + 1000.25) / 6.0)))[m]
+            ab = CLASS_AB["square"]
+        elif s["kind"] == "disc":
+            lab[m, 0], ab = s["L"], CLASS_AB["disc"]
+        else:
+            cells = (np.floor(ly + 0.5) + 999) // 3 + (np.floor(lx + 0.5) + 999) // 3
+            checker = TEXTURE_L * ((cells % 2) * 2 - 1)
+            lab[m, 0] = s["L"] + checker[m]
+            ab = BIMODAL_AB if scene["mode"] == 1 else (-BIMODAL_AB[0], -BIMODAL_AB[1])
+        lab[m, 1], lab[m, 2] = ab
+    if noise > 0:
+        lab[..., 0] += noise_rng.normal(0.0, noise, (size, size))
+    np.clip(lab[..., 0], 0.0, 100.0, out=lab[..., 0])
+    return (lab2rgb(lab) * 255.0 + 0.5).astype(np.uint8), labels
+
+
+def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float, noise: float = 2.0,
+                shapes: list[dict] | None = None, noise_seed=None) -> dict:
+    """One clip as numpy arrays: ``rgb`` uint8 (T, H, W, 3), ``flow`` float32 (T-1, 2, H, W) (dx, dy),
+    ``valid`` bool (T-1, H, W) (pixel of frame t visible in frame t+1), ``bimodal`` bool (T, H, W),
+    ``mode`` +1 (green) or -1 (magenta). ``shapes`` replaces the random ones when given; the
+    background is static. Frame t's noise comes from ``noise_seed + [t]`` (a list) when given."""
+    scene = clip_scene(rng, size, p_first, shapes)
+    shapes = scene["shapes"]
     rgb = np.zeros((frames, size, size, 3), np.uint8)
-    labels = np.zeros((frames, size, size), np.int64)  # 0 background, i + 1 shape i (topmost wins)
+    labels = np.zeros((frames, size, size), np.int64)
     for t in range(frames):
-        lab = bg.copy()
-        for i, s in enumerate(shapes):
-            cy, cx = s["cy"] + t * s["vy"], s["cx"] + t * s["vx"]
-            m = _shape_mask(s["kind"], yy, xx, cy, cx, s["r"])
-            labels[t][m] = i + 1
-            ly, lx = yy - cy, xx - cx  # textures move with the shape
-            if s["kind"] == "square":
-                lab[m, 0] = s["L"] + (TEXTURE_L * np.sign(np.sin(2 * np.pi * (ly + 1000.25) / 6.0)))[m]
-                ab = CLASS_AB["square"]
-            elif s["kind"] == "disc":
-                lab[m, 0], ab = s["L"], CLASS_AB["disc"]
-            else:
-                cells = (np.floor(ly + 0.5) + 999) // 3 + (np.floor(lx + 0.5) + 999) // 3
-                checker = TEXTURE_L * ((cells % 2) * 2 - 1)
-                lab[m, 0] = s["L"] + checker[m]
-                ab = BIMODAL_AB if mode == 1 else (-BIMODAL_AB[0], -BIMODAL_AB[1])
-            lab[m, 1], lab[m, 2] = ab
-        if noise > 0:
-            lab[..., 0] += rng.normal(0.0, noise, (size, size))
-        np.clip(lab[..., 0], 0.0, 100.0, out=lab[..., 0])
-        rgb[t] = (lab2rgb(lab) * 255.0 + 0.5).astype(np.uint8)
+        noise_rng = rng if noise_seed is None else np.random.default_rng([*noise_seed, t])
+        rgb[t], labels[t] = render_frame(scene, t, noise, noise_rng)
     # exact flow: the velocity of the topmost layer; visible iff the same layer is on top at x + v in t+1
     v = np.array([[0, 0]] + [[s["vx"], s["vy"]] for s in shapes], np.int64)  # per label (dx, dy)
     flow = np.zeros((frames - 1, 2, size, size), np.float32)
@@ -85,7 +102,7 @@ def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float
         inside = (ty >= 0) & (ty < size) & (tx >= 0) & (tx < size)
         valid[t] = inside & (labels[t + 1][ty.clip(0, size - 1), tx.clip(0, size - 1)] == labels[t])
     bimodal_label = next((i + 1 for i, s in enumerate(shapes) if s["kind"] == "bimodal"), -1)
-    return {"rgb": rgb, "flow": flow, "valid": valid, "bimodal": labels == bimodal_label, "mode": mode}
+    return {"rgb": rgb, "flow": flow, "valid": valid, "bimodal": labels == bimodal_label, "mode": scene["mode"]}
 
 
 class SyntheticVideo(Dataset):
@@ -110,15 +127,62 @@ class SyntheticVideo(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], 13, index])
-        c = render_clip(rng, self.size, self.frames, self.p_first, self.noise)
+        key = [self.seed, SPLIT_IDS[self.split], 13, index]
+        c = render_clip(np.random.default_rng(key), self.size, self.frames, self.p_first, self.noise,
+                        noise_seed=[*key, 1])
         return {"rgb": torch.from_numpy(c["rgb"]).permute(0, 3, 1, 2).contiguous(),
                 "flow": torch.from_numpy(c["flow"]), "valid": torch.from_numpy(c["valid"])[:, None],
                 "bimodal": torch.from_numpy(c["bimodal"])[:, None], "mode": c["mode"], "index": index}
 
 
+class SyntheticVideoFrames(Dataset):
+    """The frames of ``SyntheticVideo`` clips one by one, for the image pipeline (``data=synthetic_video``):
+    item ``i`` is frame ``i % frames`` of clip ``i // frames``, rendered alone (the same pixels as in
+    the whole clip), as the image sources' dicts: uint8 ``rgb`` (3, H, W), bool ``bimodal``
+    (1, H, W), ``index``, ``item``; with ``stack`` > 1 (odd) also uint8 ``context`` (stack, 3, H, W),
+    the frames centred on it (clamped at the clip's ends)."""
+
+    def __init__(self, clips: SyntheticVideo, stack: int = 1):
+        if stack < 1 or stack % 2 == 0:
+            raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
+        self.clips, self.stack = clips, stack
+        self.length = clips.length * clips.frames
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def n_items(self) -> int:
+        return self.length
+
+    def whole_image(self, item: int) -> torch.Tensor:
+        return self[item]["rgb"]
+
+    def __getitem__(self, index: int) -> dict:
+        c = self.clips
+        clip, t = divmod(index, c.frames)
+        key = [c.seed, SPLIT_IDS[c.split], 13, clip]
+        scene = clip_scene(np.random.default_rng(key), c.size, c.p_first)
+        half = self.stack // 2
+        out = {"index": index, "item": index}
+        frames = {}
+        for u in range(t - half, t + half + 1):
+            u = min(max(u, 0), c.frames - 1)
+            if u not in frames:
+                frames[u] = render_frame(scene, u, c.noise, np.random.default_rng([*key, 1, u]))
+        rgb, labels = frames[t]
+        bimodal_label = next(i + 1 for i, s in enumerate(scene["shapes"]) if s["kind"] == "bimodal")
+        out["rgb"] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        out["bimodal"] = torch.from_numpy(labels == bimodal_label)[None]
+        if self.stack > 1:
+            ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - half, t + half + 1)]
+            out["context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+        return out
+
+
 def synthetic_video_splits(size: int, seed: int, train_size: int, val_size: int, frames: int = 8,
-                           p_first: float = 0.5, noise: float = 2.0):
-    """(train, val) clip datasets from disjoint random streams."""
-    return (SyntheticVideo(size, train_size, seed, "train", frames, p_first, noise),
-            SyntheticVideo(size, val_size, seed, "val", frames, p_first, noise))
+                           p_first: float = 0.5, noise: float = 2.0, stack: int = 1):
+    """(train, val) per-frame datasets (``train_size`` / ``val_size`` clips of ``frames`` frames)
+    from disjoint random streams; ``SyntheticVideo(...)`` gives the same clips whole."""
+    return (SyntheticVideoFrames(SyntheticVideo(size, train_size, seed, "train", frames, p_first, noise), stack),
+            SyntheticVideoFrames(SyntheticVideo(size, val_size, seed, "val", frames, p_first, noise), stack))
