@@ -134,3 +134,16 @@ def test_frames_source_renders_the_clip_frames_and_their_stacks():
     dm = ColorDataModule(**{k: v for k, v in cfg.data.items()}, seed=cfg.seed)
     dm.setup()
     assert len(dm.train_set) == 2 * cfg.data.frames and len(dm.val_set) == cfg.data.frames
+
+
+def test_stack_batches_carry_the_l_of_each_context_frame():
+    from colorlab.data.datamodule import add_lab
+    from colorlab.video.data import synthetic_video_splits
+
+    _, val = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=4, stack=3)
+    batch = torch.utils.data.default_collate([val[i] for i in range(4)])
+    batch = add_lab(batch)
+    assert batch["l_stack"].shape == (4, 3, 16, 16)
+    torch.testing.assert_close(batch["l_stack"][:, 1:2], batch["l"])  # centre = the frame itself
+    torch.testing.assert_close(batch["l_stack"][1, 0], batch["l"][0, 0])  # previous frame of frame 1 = frame 0
+    torch.testing.assert_close(batch["l_stack"][0, 0], batch["l"][0, 0])  # clamped at the clip's start

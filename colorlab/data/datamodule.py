@@ -72,6 +72,10 @@ def add_lab(batch: dict) -> dict:
     """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
     the device of ``batch['rgb']`` (uint8 (B, 3, H, W))."""
     batch["l"], batch["ab"] = normalize_lab(uint8_to_lab(batch["rgb"]))
+    if "context" in batch:  # data.stack > 1 (issue 13): L of the frames centred on each (B, n, H, W)
+        b, n = batch["context"].shape[:2]
+        l_stack = normalize_lab(uint8_to_lab(batch["context"].flatten(0, 1)))[0]
+        batch["l_stack"] = l_stack.reshape(b, n, *l_stack.shape[-2:])
     return batch
 
 
