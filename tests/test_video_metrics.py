@@ -147,3 +147,29 @@ def test_stack_batches_carry_the_l_of_each_context_frame():
     torch.testing.assert_close(batch["l_stack"][:, 1:2], batch["l"])  # centre = the frame itself
     torch.testing.assert_close(batch["l_stack"][1, 0], batch["l"][0, 0])  # previous frame of frame 1 = frame 0
     torch.testing.assert_close(batch["l_stack"][0, 0], batch["l"][0, 0])  # clamped at the clip's start
+
+
+def test_video_evaluate_feeds_stacks_and_scores_the_ground_truth_floor():
+    from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.video.evaluate import clip_scores, colorize_clip
+
+    seen = []
+
+    class Echo(torch.nn.Module):  # records its input, predicts gray
+        config = {"data": {"stack": 3}}
+
+        def forward(self, inp):
+            seen.append(inp)
+            return torch.zeros(inp.shape[0], 2, *inp.shape[-2:])
+
+        def predict_ab(self, out, size):
+            return out
+
+    clip = SyntheticVideo(16, 1, seed=0, split="val", frames=4, noise=0.0)[0]
+    rgb, ab = colorize_clip(Echo(), clip["rgb"])
+    l = normalize_lab(uint8_to_lab(clip["rgb"]))[0][:, 0]
+    torch.testing.assert_close(seen[0][0], torch.stack([l[0], l[0], l[1]]))
+    torch.testing.assert_close(seen[0][3], torch.stack([l[2], l[3], l[3]]))
+    assert ab.abs().max() < 1e-6
+    truth = clip_scores(clip["rgb"], clip, uint8_to_lab(clip["rgb"])[:, 1:])
+    assert truth["warp_error"] < 1e-20 and truth["flip_rate"] == 0.0 and truth["psnr"] > 100
