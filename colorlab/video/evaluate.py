@@ -16,7 +16,7 @@ from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_t
 from colorlab.data.synthetic import BIMODAL_AB
 from colorlab.metrics import colorfulness
 from colorlab.video.data import SyntheticVideo
-from colorlab.video.metrics import cdc, mode_flip_rate, warp_error
+from colorlab.video.metrics import cdc, clip_modes, mode_flip_rate, warp_error
 
 
 def psnr_u8(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,6 +48,33 @@ def colorize_clip(model, rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return lab_to_uint8(lab), lab[:, 1:]
 
 
+@torch.no_grad()
+def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), all
+    pixels, the user's colours; None: no hints), every later frame the previous prediction warped
+    along Farneback flow of the gray frames, masked by forward-backward consistency."""
+    from colorlab.video.flow import consistency_mask, farneback, warp
+
+    l, _ = normalize_lab(uint8_to_lab(rgb_u8))
+    gray = ((l[:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    h, w = l.shape[-2:]
+    abs_ = []
+    hint_ab = torch.zeros(1, 2, h, w)
+    hint_mask = torch.zeros(1, 1, h, w)
+    if key_ab is not None:
+        hint_ab, hint_mask = key_ab[None].float(), torch.ones(1, 1, h, w)
+    for t in range(l.shape[0]):
+        if t > 0:
+            back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]  # frame t -> t-1
+            fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
+            hint_ab, _ = warp(abs_[-1], back)
+            hint_mask = consistency_mask(back, fwd).float()
+        abs_.append(model.predict_ab(model(l[t:t + 1], None, hint_ab, hint_mask), (h, w)))
+    lab = denormalize_lab(l, torch.cat(abs_))
+    return lab_to_uint8(lab), lab[:, 1:]
+
+
 def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0) -> list[dict]:
     from colorlab.models import load_colorizer
 
@@ -55,14 +82,22 @@ def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0
     items = [data[i] for i in range(clips)]
     rows = []
     truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
-    rows.append({"model": "ground truth", **{k: sum(s[k] for s in truth) / clips for k in truth[0]}})
+    rows.append({"model": "ground truth", **{k: sum(s[k] for s in truth) / clips for k in truth[0]},
+                 "key_colour_kept": 1.0})
     for path in paths:
         model = load_colorizer(path)
-        scores = []
-        for c in items:
-            rgb, ab = colorize_clip(model, c["rgb"])
-            scores.append(clip_scores(rgb, c, ab))
-        rows.append({"model": path, **{k: sum(s[k] for s in scores) / clips for k in scores[0]}})
+        runs = [("", lambda c, m=model: colorize_clip(m, c["rgb"]))]
+        if model.hint_sampling is not None:  # hint models: also propagate from the key frame
+            runs.append((" (key frame + propagation)", lambda c, m=model: propagate_clip(
+                m, c["rgb"], normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0])))
+        for suffix, run in runs:
+            scores = []
+            for c in items:
+                rgb, ab = run(c)
+                s = clip_scores(rgb, c, ab)
+                s["key_colour_kept"] = float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
+                scores.append(s)
+            rows.append({"model": path + suffix, **{k: sum(s[k] for s in scores) / clips for k in scores[0]}})
     return rows
 
 
@@ -74,7 +109,7 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=8)
     a = p.parse_args(argv)
     rows = evaluate(a.checkpoints, a.clips, a.size, a.frames)
-    keys = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness"]
+    keys = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness", "key_colour_kept"]
     print("| model | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for r in rows:
