@@ -26,8 +26,14 @@ def _shards_splits(**kwargs):
     return shards_splits(**kwargs)
 
 
+def _synthetic_video_splits(**kwargs):
+    from colorlab.video.data import synthetic_video_splits  # issue 13: frames of clips with exact flow
+
+    return synthetic_video_splits(**kwargs)
+
+
 SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits,
-           "shards": _shards_splits}
+           "shards": _shards_splits, "synthetic_video": _synthetic_video_splits}
 
 
 # data keys that change what the splits contain (not how fast they are read)
@@ -66,6 +72,10 @@ def add_lab(batch: dict) -> dict:
     """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
     the device of ``batch['rgb']`` (uint8 (B, 3, H, W))."""
     batch["l"], batch["ab"] = normalize_lab(uint8_to_lab(batch["rgb"]))
+    if "context" in batch:  # data.stack > 1 (issue 13): L of the frames centred on each (B, n, H, W)
+        b, n = batch["context"].shape[:2]
+        l_stack = normalize_lab(uint8_to_lab(batch["context"].flatten(0, 1)))[0]
+        batch["l_stack"] = l_stack.reshape(b, n, *l_stack.shape[-2:])
     return batch
 
 

@@ -1,0 +1,1 @@
+"""Video colorization: clips with exact flow, temporal-consistency metrics, flow estimation."""

@@ -1,0 +1,127 @@
+"""``python -m colorlab.video ckpt=PATH input=clip.mp4|frames_dir/ out=DIR [max_side=2048]``
+
+Colourizes a clip frame by frame (stack models see the centred stack; hint models propagate their own
+previous colours along Farneback flow) at the checkpoint's working size, recombines the predicted ab
+with the full-resolution L, and writes ``DIR/colorized.mp4`` (same size and frame rate),
+``DIR/preview.mp4`` (gray | colour [| input when it was in colour]) and ``DIR/metrics.json`` / ``.md``
+(CDC; warp error along Farneback flow of the input). Every input problem is reported before ``DIR``
+is created; an existing ``DIR`` is never written over.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def read_clip(path: Path, max_side: int) -> tuple[np.ndarray, Fraction]:
+    """uint8 (T, H, W, 3) and the frame rate; ValueError naming the file and what is valid."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise ValueError(f"{path}: no image frames (valid: {sorted(IMAGE_EXTS)})")
+        from PIL import Image
+
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        sizes = {f.shape for f in frames}
+        if len(sizes) > 1:
+            raise ValueError(f"{path}: frames of mixed sizes {sorted(s[:2] for s in sizes)}; all must match")
+        rate = Fraction(25)
+    else:
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise ValueError(f"{path}: no video stream (audio only?); give a video file or a frames folder")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or Fraction(25)
+                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        except av.error.FFmpegError as e:
+            raise ValueError(f"{path}: not a readable video (corrupt or truncated?): {e}") from e
+    if not frames:
+        raise ValueError(f"{path}: zero frames")
+    if max(frames[0].shape[:2]) > max_side:
+        raise ValueError(f"{path}: {frames[0].shape[1]}x{frames[0].shape[0]} is over max_side={max_side}")
+    return np.stack(frames), Fraction(rate)
+
+
+def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
+    import av
+
+    h, w = frames.shape[1:3]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: h - h % 2, : w - w % 2]),
+                                                                   format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def main(argv: list[str]) -> int:
+    from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
+    from colorlab.models import load_colorizer
+    from colorlab.video.evaluate import colorize_clip, propagate_clip
+    from colorlab.video.flow import consistency_mask, farneback
+    from colorlab.video.metrics import cdc, warp_error
+
+    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = set(args) - {"ckpt", "input", "out", "max_side"}
+    if unknown or not {"ckpt", "input", "out"} <= set(args):
+        raise SystemExit(f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [max_side=N]"
+                         f"{'; unknown: ' + str(sorted(unknown)) if unknown else ''}")
+    src, out = Path(args["input"]), Path(args["out"])
+    if out.exists():
+        raise SystemExit(f"out={out} exists; colorlab.video never writes over anything, give a new directory")
+    try:
+        if not src.exists():
+            raise ValueError(f"{src}: no such file or folder")
+        frames, rate = read_clip(src, int(args.get("max_side", 2048)))
+        model = load_colorizer(args["ckpt"])
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    size = int(model.config["data"]["size"])
+    full = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
+    if model.hint_sampling is not None:
+        _, abs_ = propagate_clip(model, small)
+    else:
+        _, abs_ = colorize_clip(model, small)
+    l_full, _ = normalize_lab(uint8_to_lab(full))
+    ab_full = F.interpolate(abs_ / 110.0, size=full.shape[-2:], mode="bilinear", align_corners=False)
+    rgb = lab_to_uint8(denormalize_lab(l_full, ab_full))
+    gray = ((l_full + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
+    was_colour = bool((uint8_to_lab(small)[:, 1:].abs() > 5).float().mean() > 0.01)
+    panels = [gray.expand(-1, 3, -1, -1), rgb] + ([full] if was_colour else [])
+    out.mkdir(parents=True)
+    write_clip(out / "colorized.mp4", rgb.permute(0, 2, 3, 1).numpy(), rate)
+    write_clip(out / "preview.mp4", torch.cat(panels, dim=3).permute(0, 2, 3, 1).numpy(), rate)
+    metrics = {"frames": len(rgb), "fps": float(rate), "cdc": cdc(rgb) if len(rgb) > 1 else None}
+    if len(rgb) > 1:
+        g = gray[:, 0].numpy()
+        flow = torch.stack([torch.from_numpy(farneback(g[t], g[t + 1])) for t in range(len(g) - 1)])
+        back = torch.stack([torch.from_numpy(farneback(g[t + 1], g[t])) for t in range(len(g) - 1)])
+        mask = consistency_mask(flow, back)
+        metrics["warp_error"] = warp_error(rgb.double() / 255, flow, mask)
+        if was_colour:
+            metrics["warp_error_input"] = warp_error(full.double() / 255, flow, mask)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.md").write_text("| metric | value |\n|---|---|\n" + "".join(
+        f"| {k} | {v} |\n" for k, v in metrics.items()))
+    print(f"wrote {out}/colorized.mp4, preview.mp4, metrics.json: {metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,188 @@
+"""``data=synthetic_video``: clips of the synthetic scenes (same classes, colours and bimodal
+diamond as ``colorlab/data/synthetic.py``) whose shapes move at known integer velocities, so the
+exact forward flow and occlusion mask come with every clip. The diamond's colour (green or
+magenta at equal lightness) is drawn once per clip with probability ``p_first`` (default 0.5: a
+single frame cannot tell the mode). Every frame gets fresh sensor noise in L (``noise``, L units).
+Deterministic per (seed, split, index); a 8-frame 64 px clip costs a few ms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skimage.color import lab2rgb
+from torch.utils.data import Dataset
+
+from colorlab.data.synthetic import BIMODAL_AB, BIMODAL_L, CLASS_AB, CLASS_L, SPLIT_IDS, TEXTURE_L
+
+MAX_SPEED = 2  # px per frame, each axis
+
+
+def _shape_mask(kind: str, yy, xx, cy, cx, r):
+    if kind == "square":
+        return (np.abs(yy - cy) < r) & (np.abs(xx - cx) < r)
+    if kind == "disc":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    return np.abs(yy - cy) + np.abs(xx - cx) < 1.2 * r  # bimodal diamond
+
+
+def clip_scene(rng: np.random.Generator, size: int, p_first: float, shapes: list[dict] | None = None) -> dict:
+    """A clip's static background, moving shapes (kind, cy, cx, r, vy, vx, L; drawn in order, later
+    on top) and the diamond's mode (+1 green, -1 magenta, drawn once per clip)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    horizon = rng.uniform(0.35, 0.65) * size
+    sky = yy < horizon
+    bg = np.zeros((size, size, 3))
+    bg[..., 0] = np.where(sky, rng.uniform(*CLASS_L["sky"]) + 8.0 * (yy / size - 0.5),
+                          rng.uniform(*CLASS_L["ground"]) + rng.normal(0.0, TEXTURE_L / 2, (size, size)))
+    bg[..., 1] = np.where(sky, CLASS_AB["sky"][0], CLASS_AB["ground"][0])
+    bg[..., 2] = np.where(sky, CLASS_AB["sky"][1], CLASS_AB["ground"][1])
+    mode = 1 if rng.random() < p_first else -1
+    if shapes is None:
+        shapes = []
+        for kind in [("square" if rng.random() < 0.5 else "disc") for _ in range(rng.integers(1, 3))] + ["bimodal"]:
+            r = rng.uniform(0.10, 0.18) * size
+            shapes.append({"kind": kind, "cy": rng.uniform(r, size - r), "cx": rng.uniform(r, size - r), "r": r,
+                           "vy": int(rng.integers(-MAX_SPEED, MAX_SPEED + 1)),
+                           "vx": int(rng.integers(-MAX_SPEED, MAX_SPEED + 1)),
+                           "L": rng.uniform(*(BIMODAL_L if kind == "bimodal" else CLASS_L[kind]))})
+    return {"size": size, "bg": bg, "shapes": shapes, "mode": mode}
+
+
+def render_frame(scene: dict, t: int, noise: float, noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t of a clip: uint8 RGB (H, W, 3) and the layer labels (H, W) (0 background, i + 1 shape i)."""
+    size = scene["size"]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    lab = scene["bg"].copy()
+    labels = np.zeros((size, size), np.int64)
+    for i, s in enumerate(scene["shapes"]):
+        cy, cx = s["cy"] + t * s["vy"], s["cx"] + t * s["vx"]
+        m = _shape_mask(s["kind"], yy, xx, cy, cx, s["r"])
+        labels[m] = i + 1
+        ly, lx = yy - cy, xx - cx  # textures move with the shape
+        if s["kind"] == "square":
+            lab[m, 0] = s["L"] + (TEXTURE_L * np.sign(np.sin(2 * np.pi * (ly + 1000.25) / 6.0)))[m]
+            ab = CLASS_AB["square"]
+        elif s["kind"] == "disc":
+            lab[m, 0], ab = s["L"], CLASS_AB["disc"]
+        else:
+            cells = (np.floor(ly + 0.5) + 999) // 3 + (np.floor(lx + 0.5) + 999) // 3
+            checker = TEXTURE_L * ((cells % 2) * 2 - 1)
+            lab[m, 0] = s["L"] + checker[m]
+            ab = BIMODAL_AB if scene["mode"] == 1 else (-BIMODAL_AB[0], -BIMODAL_AB[1])
+        lab[m, 1], lab[m, 2] = ab
+    if noise > 0:
+        lab[..., 0] += noise_rng.normal(0.0, noise, (size, size))
+    np.clip(lab[..., 0], 0.0, 100.0, out=lab[..., 0])
+    return (lab2rgb(lab) * 255.0 + 0.5).astype(np.uint8), labels
+
+
+def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float, noise: float = 2.0,
+                shapes: list[dict] | None = None, noise_seed=None) -> dict:
+    """One clip as numpy arrays: ``rgb`` uint8 (T, H, W, 3), ``flow`` float32 (T-1, 2, H, W) (dx, dy),
+    ``valid`` bool (T-1, H, W) (pixel of frame t visible in frame t+1), ``bimodal`` bool (T, H, W),
+    ``mode`` +1 (green) or -1 (magenta). ``shapes`` replaces the random ones when given; the
+    background is static. Frame t's noise comes from ``noise_seed + [t]`` (a list) when given."""
+    scene = clip_scene(rng, size, p_first, shapes)
+    shapes = scene["shapes"]
+    rgb = np.zeros((frames, size, size, 3), np.uint8)
+    labels = np.zeros((frames, size, size), np.int64)
+    for t in range(frames):
+        noise_rng = rng if noise_seed is None else np.random.default_rng([*noise_seed, t])
+        rgb[t], labels[t] = render_frame(scene, t, noise, noise_rng)
+    # exact flow: the velocity of the topmost layer; visible iff the same layer is on top at x + v in t+1
+    v = np.array([[0, 0]] + [[s["vx"], s["vy"]] for s in shapes], np.int64)  # per label (dx, dy)
+    flow = np.zeros((frames - 1, 2, size, size), np.float32)
+    valid = np.zeros((frames - 1, size, size), bool)
+    iy, ix = np.mgrid[0:size, 0:size]
+    for t in range(frames - 1):
+        d = v[labels[t]]
+        flow[t, 0], flow[t, 1] = d[..., 0], d[..., 1]
+        ty, tx = iy + d[..., 1], ix + d[..., 0]
+        inside = (ty >= 0) & (ty < size) & (tx >= 0) & (tx < size)
+        valid[t] = inside & (labels[t + 1][ty.clip(0, size - 1), tx.clip(0, size - 1)] == labels[t])
+    bimodal_label = next((i + 1 for i, s in enumerate(shapes) if s["kind"] == "bimodal"), -1)
+    return {"rgb": rgb, "flow": flow, "valid": valid, "bimodal": labels == bimodal_label, "mode": scene["mode"]}
+
+
+class SyntheticVideo(Dataset):
+    """``length`` clips of ``frames`` frames at ``size`` px; items are dicts of uint8 ``rgb`` (T, 3, H, W),
+    float ``flow`` (T-1, 2, H, W), bool ``valid`` (T-1, 1, H, W), bool ``bimodal`` (T, 1, H, W),
+    int ``mode`` and ``index``."""
+
+    def __init__(self, size: int, length: int, seed: int, split: str, frames: int = 8, p_first: float = 0.5,
+                 noise: float = 2.0):
+        if split not in SPLIT_IDS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}. Got {split!r}")
+        if not 0.0 <= p_first <= 1.0:
+            raise ValueError(f"p_first must be a probability in [0, 1]. Got {p_first}")
+        if frames < 2:
+            raise ValueError(f"frames must be at least 2 (temporal metrics need a pair). Got {frames}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0 (L units). Got {noise}")
+        self.size, self.length, self.seed, self.split = size, length, seed, split
+        self.frames, self.p_first, self.noise = frames, p_first, noise
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        key = [self.seed, SPLIT_IDS[self.split], 13, index]
+        c = render_clip(np.random.default_rng(key), self.size, self.frames, self.p_first, self.noise,
+                        noise_seed=[*key, 1])
+        return {"rgb": torch.from_numpy(c["rgb"]).permute(0, 3, 1, 2).contiguous(),
+                "flow": torch.from_numpy(c["flow"]), "valid": torch.from_numpy(c["valid"])[:, None],
+                "bimodal": torch.from_numpy(c["bimodal"])[:, None], "mode": c["mode"], "index": index}
+
+
+class SyntheticVideoFrames(Dataset):
+    """The frames of ``SyntheticVideo`` clips one by one, for the image pipeline (``data=synthetic_video``):
+    item ``i`` is frame ``i % frames`` of clip ``i // frames``, rendered alone (the same pixels as in
+    the whole clip), as the image sources' dicts: uint8 ``rgb`` (3, H, W), bool ``bimodal``
+    (1, H, W), ``index``, ``item``; with ``stack`` > 1 (odd) also uint8 ``context`` (stack, 3, H, W),
+    the frames centred on it (clamped at the clip's ends)."""
+
+    def __init__(self, clips: SyntheticVideo, stack: int = 1):
+        if stack < 1 or stack % 2 == 0:
+            raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
+        self.clips, self.stack = clips, stack
+        self.length = clips.length * clips.frames
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def n_items(self) -> int:
+        return self.length
+
+    def whole_image(self, item: int) -> torch.Tensor:
+        return self[item]["rgb"]
+
+    def __getitem__(self, index: int) -> dict:
+        c = self.clips
+        clip, t = divmod(index, c.frames)
+        key = [c.seed, SPLIT_IDS[c.split], 13, clip]
+        scene = clip_scene(np.random.default_rng(key), c.size, c.p_first)
+        half = self.stack // 2
+        out = {"index": index, "item": index}
+        frames = {}
+        for u in range(t - half, t + half + 1):
+            u = min(max(u, 0), c.frames - 1)
+            if u not in frames:
+                frames[u] = render_frame(scene, u, c.noise, np.random.default_rng([*key, 1, u]))
+        rgb, labels = frames[t]
+        bimodal_label = next(i + 1 for i, s in enumerate(scene["shapes"]) if s["kind"] == "bimodal")
+        out["rgb"] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        out["bimodal"] = torch.from_numpy(labels == bimodal_label)[None]
+        if self.stack > 1:
+            ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - half, t + half + 1)]
+            out["context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+        return out
+
+
+def synthetic_video_splits(size: int, seed: int, train_size: int, val_size: int, frames: int = 8,
+                           p_first: float = 0.5, noise: float = 2.0, stack: int = 1):
+    """(train, val) per-frame datasets (``train_size`` / ``val_size`` clips of ``frames`` frames)
+    from disjoint random streams; ``SyntheticVideo(...)`` gives the same clips whole."""
+    return (SyntheticVideoFrames(SyntheticVideo(size, train_size, seed, "train", frames, p_first, noise), stack),
+            SyntheticVideoFrames(SyntheticVideo(size, val_size, seed, "val", frames, p_first, noise), stack))

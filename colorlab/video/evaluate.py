@@ -1,0 +1,120 @@
+"""Temporal metrics of a checkpoint on held-out ``synthetic_video`` clips, next to the ground truth.
+
+``python -m colorlab.video.evaluate CKPT [CKPT ...] [--clips 16] [--size 32] [--frames 8]`` prints a
+Markdown table: warp error (exact flow and occlusion), CDC, mode flip rate of the ambiguous
+diamond, per-frame PSNR and colourfulness. Per-frame models see one L frame; models trained with
+data.stack > 1 see the stack centred on each frame (clamped at the clip's ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
+from colorlab.data.synthetic import BIMODAL_AB
+from colorlab.metrics import colorfulness
+from colorlab.video.data import SyntheticVideo
+from colorlab.video.metrics import cdc, clip_modes, mode_flip_rate, warp_error
+
+
+def psnr_u8(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.double() - b.double()).pow(2).mean()
+    return float(10 * torch.log10(255.0**2 / mse.clamp_min(1e-12)))
+
+
+def clip_scores(rgb_u8: torch.Tensor, clip: dict, lab_ab: torch.Tensor) -> dict:
+    """Scores of a colourized clip (uint8 (T, 3, H, W), its ab in Lab units (T, 2, H, W))."""
+    return {"warp_error": warp_error(rgb_u8.double() / 255, clip["flow"], clip["valid"]),
+            "cdc": cdc(rgb_u8),
+            "flip_rate": mode_flip_rate(lab_ab, clip["bimodal"], BIMODAL_AB),
+            "psnr": sum(psnr_u8(p, t) for p, t in zip(rgb_u8, clip["rgb"], strict=True)) / len(rgb_u8),
+            "colorfulness": float(colorfulness(rgb_u8.float() / 255).mean())}
+
+
+@torch.no_grad()
+def colorize_clip(model, rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colourized uint8 clip, its ab in Lab units) from the L of ``rgb_u8`` (T, 3, H, W)."""
+    l, _ = normalize_lab(uint8_to_lab(rgb_u8))
+    stack = int((model.config or {}).get("data", {}).get("stack", 1) or 1)
+    inp = l
+    if stack > 1:
+        t = l.shape[0]
+        idx = [[min(max(u, 0), t - 1) for u in range(i - stack // 2, i + stack // 2 + 1)] for i in range(t)]
+        inp = l[:, 0][torch.tensor(idx)]
+    ab = model.predict_ab(model(inp), l.shape[-2:])
+    lab = denormalize_lab(l, ab)
+    return lab_to_uint8(lab), lab[:, 1:]
+
+
+@torch.no_grad()
+def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), all
+    pixels, the user's colours; None: no hints), every later frame the previous prediction warped
+    along Farneback flow of the gray frames, masked by forward-backward consistency."""
+    from colorlab.video.flow import consistency_mask, farneback, warp
+
+    l, _ = normalize_lab(uint8_to_lab(rgb_u8))
+    gray = ((l[:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    h, w = l.shape[-2:]
+    abs_ = []
+    hint_ab = torch.zeros(1, 2, h, w)
+    hint_mask = torch.zeros(1, 1, h, w)
+    if key_ab is not None:
+        hint_ab, hint_mask = key_ab[None].float(), torch.ones(1, 1, h, w)
+    for t in range(l.shape[0]):
+        if t > 0:
+            back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]  # frame t -> t-1
+            fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
+            hint_ab, _ = warp(abs_[-1], back)
+            hint_mask = consistency_mask(back, fwd).float()
+        abs_.append(model.predict_ab(model(l[t:t + 1], None, hint_ab, hint_mask), (h, w)))
+    lab = denormalize_lab(l, torch.cat(abs_))
+    return lab_to_uint8(lab), lab[:, 1:]
+
+
+def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0) -> list[dict]:
+    from colorlab.models import load_colorizer
+
+    data = SyntheticVideo(size, clips, seed, "val", frames, p_first=0.5)
+    items = [data[i] for i in range(clips)]
+    rows = []
+    truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
+    rows.append({"model": "ground truth", **{k: sum(s[k] for s in truth) / clips for k in truth[0]},
+                 "key_colour_kept": 1.0})
+    for path in paths:
+        model = load_colorizer(path)
+        runs = [("", lambda c, m=model: colorize_clip(m, c["rgb"]))]
+        if model.hint_sampling is not None:  # hint models: also propagate from the key frame
+            runs.append((" (key frame + propagation)", lambda c, m=model: propagate_clip(
+                m, c["rgb"], normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0])))
+        for suffix, run in runs:
+            scores = []
+            for c in items:
+                rgb, ab = run(c)
+                s = clip_scores(rgb, c, ab)
+                s["key_colour_kept"] = float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
+                scores.append(s)
+            rows.append({"model": path + suffix, **{k: sum(s[k] for s in scores) / clips for k in scores[0]}})
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--frames", type=int, default=8)
+    a = p.parse_args(argv)
+    rows = evaluate(a.checkpoints, a.clips, a.size, a.frames)
+    keys = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness", "key_colour_kept"]
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r in rows:
+        print(f"| {r['model']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Temporal metrics against references computed by hand, and the synthetic clips' exact flow."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.color import lab2rgb
+
+from colorlab.data.synthetic import BIMODAL_AB
+from colorlab.video.data import SyntheticVideo, render_clip
+from colorlab.video.flow import farneback, warp
+from colorlab.video.metrics import cdc, mode_flip_rate, warp_error
+
+
+def _uniform_lab_u8(lab) -> np.ndarray:
+    return (lab2rgb(np.array(lab, float)[None, None]) * 255 + 0.5).astype(np.uint8)[0, 0]
+
+
+def test_warp_error_of_ground_truth_with_exact_flow_is_zero_and_not_with_zero_flow():
+    ds = SyntheticVideo(48, 4, seed=3, split="val", frames=6, noise=0.0)
+    for i in range(len(ds)):
+        clip = ds[i]
+        rgb = clip["rgb"].float() / 255
+        # 0 up to grid_sample's float rounding at integer positions
+        assert warp_error(rgb, clip["flow"], clip["valid"]) < 1e-20
+        moving = clip["flow"].abs().sum() > 0
+        if moving:  # the same clip scored without its motion is not consistent: the metric sees the flow
+            assert warp_error(rgb, torch.zeros_like(clip["flow"]), clip["valid"]) > 1e-4
+
+
+def test_injected_flicker_gives_hand_computed_warp_error_and_cdc():
+    a = _uniform_lab_u8([55.0, 10.0, 20.0])
+    b = _uniform_lab_u8([55.0, 10.0 + 12.0, 20.0 - 12.0])  # a global ab shift on alternate frames
+    frames = 9
+    clip = np.stack([a if t % 2 == 0 else b for t in range(frames)])  # (T, 3)
+    rgb_u8 = torch.from_numpy(np.broadcast_to(clip[:, :, None, None], (frames, 3, 16, 16)).copy())
+    flow = torch.zeros(frames - 1, 2, 16, 16)
+    mask = torch.ones(frames - 1, 1, 16, 16, dtype=torch.bool)
+    # every pair differs by the same colour: ||a - b||^2 summed over RGB
+    expected = float(np.sum((a / 255.0 - b / 255.0) ** 2))
+    assert warp_error(rgb_u8.double() / 255, flow, mask) == pytest.approx(expected, rel=1e-12)
+    # histograms are single spikes: JS = 1 bit on each channel whose value changed for d = 1,
+    # 0 for d = 2 and 4 (same parity) -> CDC = (k / 3) / 3
+    k = int(np.sum(a != b))
+    assert k >= 2
+    assert cdc(rgb_u8) == pytest.approx(k / 9, abs=1e-12)
+
+
+def test_warp_error_ignores_occluded_pixels_only():
+    rgb = torch.zeros(2, 3, 8, 8)
+    rgb[1, :, 0, 0] = 1.0  # one changed pixel
+    flow = torch.zeros(1, 2, 8, 8)
+    mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    assert warp_error(rgb, flow, mask) == pytest.approx(3.0 / 64)
+    mask[0, 0, 0, 0] = False
+    assert warp_error(rgb, flow, mask) == 0.0
+    with pytest.raises(ValueError, match="non-occluded"):
+        warp_error(rgb, flow, torch.zeros_like(mask))
+
+
+def test_occlusion_mask_on_a_known_occluder():
+    # a 7x7 red square (|x - 16| < 4: columns 13..19) moving 2 px right over a static background:
+    # the background columns 20, 21 of rows 13..19 are covered in frame 1, nothing else is;
+    # from frame 1 to 2 (square on columns 15..21) it is columns 22, 23
+    shapes = [{"kind": "square", "cy": 16.0, "cx": 16.0, "r": 4.0, "vy": 0, "vx": 2, "L": 55.0}]
+    c = render_clip(np.random.default_rng(0), 32, 3, 0.5, noise=0.0, shapes=shapes)
+    for t in range(2):
+        expected = np.ones((32, 32), bool)
+        expected[13:20, 20 + 2 * t:22 + 2 * t] = False
+        np.testing.assert_array_equal(c["valid"][t], expected)
+    assert (c["flow"][0, 0][13:20, 13:20] == 2).all() and c["flow"][0, 0].sum() == 2 * 49
+    assert not c["bimodal"].any()  # no diamond in this clip
+
+
+def test_cdc_of_identical_frames_is_zero_and_rejects_float():
+    frame = torch.randint(0, 256, (1, 3, 20, 20), dtype=torch.uint8)
+    assert cdc(frame.repeat(6, 1, 1, 1)) == 0.0
+    noisy = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    assert cdc(noisy) > 0.1
+    with pytest.raises(ValueError, match="uint8"):
+        cdc(frame.repeat(6, 1, 1, 1).float())
+
+
+def test_mode_flip_rate_by_hand():
+    region = torch.ones(5, 1, 4, 4, dtype=torch.bool)
+    signs = [1, -1, -1, 1, 1]  # 2 flips out of 4 pairs
+    ab = torch.stack([s * torch.tensor(BIMODAL_AB).view(2, 1, 1).expand(2, 4, 4) for s in signs]).float()
+    assert mode_flip_rate(ab, region, BIMODAL_AB) == 0.5
+
+
+def test_synthetic_video_is_deterministic_with_balanced_modes():
+    ds = SyntheticVideo(32, 40, seed=1, split="train", frames=4)
+    a, b = ds[7], ds[7]
+    assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["flow"], b["flow"])
+    assert not torch.equal(ds[8]["rgb"], a["rgb"])
+    assert not torch.equal(SyntheticVideo(32, 40, seed=1, split="val", frames=4)[7]["rgb"], a["rgb"])
+    # fresh sensor noise: two frames of a static region differ
+    assert not torch.equal(a["rgb"][0], a["rgb"][1])
+    modes = [ds[i]["mode"] for i in range(len(ds))]
+    assert 8 <= modes.count(1) <= 32  # p_first = 0.5
+    with pytest.raises(ValueError, match="frames"):
+        SyntheticVideo(32, 4, 0, "train", frames=1)
+
+
+def test_warp_with_farneback_flow_aligns_a_shifted_texture():
+    rng = np.random.default_rng(0)
+    base = (rng.random((72, 72)) * 255).astype(np.uint8)
+    base = np.array(torch.nn.functional.avg_pool2d(torch.tensor(base, dtype=torch.float)[None, None], 3, 1, 1)[0, 0])
+    a, b = base[4:68, 4:68].astype(np.uint8), base[4:68, 2:66].astype(np.uint8)  # content moves 2 px right
+    flow = torch.from_numpy(farneback(a, b))[None]
+    inner = (slice(8, -8), slice(8, -8))
+    assert abs(float(flow[0, 0][inner].median()) - 2.0) < 0.3
+    wa, _ = warp(torch.from_numpy(b).float()[None, None], flow)
+    err_warped = (wa[0, 0] - torch.from_numpy(a).float())[inner].abs().mean()
+    err_plain = (torch.from_numpy(b).float() - torch.from_numpy(a).float())[inner].abs().mean()
+    assert err_warped < 0.3 * err_plain
+
+
+def test_frames_source_renders_the_clip_frames_and_their_stacks():
+    from colorlab.config import compose
+    from colorlab.data.datamodule import ColorDataModule
+    from colorlab.video.data import synthetic_video_splits
+
+    train, val = synthetic_video_splits(size=32, seed=2, train_size=3, val_size=2, frames=5, stack=3)
+    whole = SyntheticVideo(32, 2, seed=2, split="val", frames=5)[1]
+    assert len(val) == 10
+    for t in range(5):
+        item = val[5 + t]
+        assert torch.equal(item["rgb"], whole["rgb"][t]) and torch.equal(item["bimodal"], whole["bimodal"][t])
+        expected = [whole["rgb"][min(max(u, 0), 4)] for u in (t - 1, t, t + 1)]
+        assert torch.equal(item["context"], torch.stack(expected))
+    with pytest.raises(ValueError, match="odd"):
+        synthetic_video_splits(size=32, seed=2, train_size=3, val_size=2, stack=2)
+    cfg = compose("regression_l2", ["data=synthetic_video", "data.train_size=2", "data.val_size=1", "data.size=32"])
+    dm = ColorDataModule(**{k: v for k, v in cfg.data.items()}, seed=cfg.seed)
+    dm.setup()
+    assert len(dm.train_set) == 2 * cfg.data.frames and len(dm.val_set) == cfg.data.frames
+
+
+def test_stack_batches_carry_the_l_of_each_context_frame():
+    from colorlab.data.datamodule import add_lab
+    from colorlab.video.data import synthetic_video_splits
+
+    _, val = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=4, stack=3)
+    batch = torch.utils.data.default_collate([val[i] for i in range(4)])
+    batch = add_lab(batch)
+    assert batch["l_stack"].shape == (4, 3, 16, 16)
+    torch.testing.assert_close(batch["l_stack"][:, 1:2], batch["l"])  # centre = the frame itself
+    torch.testing.assert_close(batch["l_stack"][1, 0], batch["l"][0, 0])  # previous frame of frame 1 = frame 0
+    torch.testing.assert_close(batch["l_stack"][0, 0], batch["l"][0, 0])  # clamped at the clip's start
+
+
+def test_video_evaluate_feeds_stacks_and_scores_the_ground_truth_floor():
+    from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.video.evaluate import clip_scores, colorize_clip
+
+    seen = []
+
+    class Echo(torch.nn.Module):  # records its input, predicts gray
+        config = {"data": {"stack": 3}}
+
+        def forward(self, inp):
+            seen.append(inp)
+            return torch.zeros(inp.shape[0], 2, *inp.shape[-2:])
+
+        def predict_ab(self, out, size):
+            return out
+
+    clip = SyntheticVideo(16, 1, seed=0, split="val", frames=4, noise=0.0)[0]
+    rgb, ab = colorize_clip(Echo(), clip["rgb"])
+    l = normalize_lab(uint8_to_lab(clip["rgb"]))[0][:, 0]
+    torch.testing.assert_close(seen[0][0], torch.stack([l[0], l[0], l[1]]))
+    torch.testing.assert_close(seen[0][3], torch.stack([l[2], l[3], l[3]]))
+    assert ab.abs().max() < 1e-6
+    truth = clip_scores(clip["rgb"], clip, uint8_to_lab(clip["rgb"])[:, 1:])
+    assert truth["warp_error"] < 1e-20 and truth["flip_rate"] == 0.0 and truth["psnr"] > 100
+
+
+def test_propagation_carries_the_key_frame_colours_along_the_motion():
+    from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.video.evaluate import propagate_clip
+    from colorlab.video.metrics import clip_modes
+
+    class CopyHints(torch.nn.Module):  # predicts the hint where there is one, gray elsewhere
+        hint_sampling = True
+
+        def forward(self, l, embedding, hint_ab, hint_mask):
+            return hint_ab * hint_mask
+
+        def predict_ab(self, out, size):
+            return out
+
+    shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 1, "vx": 2, "L": 60.0}]
+    for mode_p in (0.0, 1.0):  # magenta, then green diamond
+        c = render_clip(np.random.default_rng(5), 48, 6, mode_p, noise=0.0, shapes=shapes)
+        rgb = torch.from_numpy(c["rgb"]).permute(0, 3, 1, 2)
+        key = normalize_lab(uint8_to_lab(rgb[:1]))[1][0]
+        _, ab = propagate_clip(CopyHints(), rgb, key)
+        region = torch.from_numpy(c["bimodal"])[:, None]
+        assert (clip_modes(ab, region, BIMODAL_AB) == c["mode"]).all()
+        # the colour moves with the diamond: most of its pixels in the last frame keep its chroma (the copy
+        # model cannot fill the leading edge, which the consistency mask leaves unhinted: 0.71 measured)
+        last = ab[-1].norm(dim=0)[region[-1, 0]]
+        assert (last > 40).float().mean() > 0.6
+        # without the key frame there is nothing to propagate
+        _, ab0 = propagate_clip(CopyHints(), rgb, None)
+        assert ab0.abs().max() == 0
