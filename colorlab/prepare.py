@@ -22,7 +22,7 @@ def encode(task: tuple[int, str, int]):
     """(item id, path, size) -> one sample: JPEG bytes of the resized photo; nothing if unreadable."""
     item, path, size = task
     try:
-        rgb = read_rgb(path)
+        rgb = read_rgb(path, min_side=size)  # large JPEGs decode at 1/2, 1/4 or 1/8 (draft mode)
     except UnreadableImage as e:
         print(f"skipped: {e}", file=sys.stderr)
         return
