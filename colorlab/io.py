@@ -76,24 +76,28 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 def read_rgb(path: Path | str, min_side: int | None = None) -> np.ndarray:
     """Read a file as uint8 RGB (H, W, 3); raises UnreadableImage (never a deep PIL error).
 
-    ``min_side``: the caller needs the shorter side only at least this long (it resizes down anyway). A
-    JPEG is then decoded at 1/2, 1/4 or 1/8 scale straight from its DCT coefficients (PIL's draft mode)
-    when that still leaves the shorter side >= min_side: 2 to 10x faster on large photos.
+    min_side: the caller only needs the shorter side to be at least this many pixels (it resizes
+    down afterwards). JPEGs are then decoded at reduced scale (1/2, 1/4 or 1/8, straight from the
+    DCT, PIL's draft mode) when the reduced image still has both sides >= min_side; several times
+    faster on large photos. Other formats, and JPEGs too small to reduce, decode at full size.
     """
     image = open_image(path)
     if min_side is not None:
-        reduce_for_side(image, min_side)
+        draft_jpeg(image, min_side)
     return _decode(image, path)
 
 
-def reduce_for_side(image: Image.Image, min_side: int) -> None:
-    """Ask a JPEG to decode at the smallest DCT scale whose shorter side is still >= min_side."""
-    if image.format != "JPEG":
-        return
-    w, h = image.size
-    scale = min_side / min(w, h)
-    if scale < 0.5:  # draft picks the largest reduction that keeps both sides >= the requested size
-        image.draft("RGB", (max(1, int(np.ceil(w * scale))), max(1, int(np.ceil(h * scale)))))
+def draft_jpeg(image: Image.Image, min_side: int) -> Image.Image:
+    """Ask PIL to decode a (still unloaded) JPEG at the largest 1/2, 1/4 or 1/8 reduction that keeps
+    both sides >= min_side; a no-op for other formats and small images. Returns the image."""
+    if min_side < 1:
+        raise ValueError(f"min_side must be a positive number of pixels. Got {min_side}")
+    if image.format == "JPEG":
+        try:
+            image.draft(None, (min_side, min_side))  # PIL picks scale <= min(W // min_side, H // min_side)
+        except (OSError, ValueError, SyntaxError):
+            pass  # a corrupt header: the full decode reports it
+    return image
 
 
 def read_rgb_bytes(data: bytes, label: str = "upload") -> np.ndarray:

@@ -158,13 +158,15 @@ class FolderImages(PhotoCrops):
                  skipped: Counter | None = None, length: int | None = None):
         super().__init__(self._read, len(paths), size, scale, train, length or len(paths), seed)
         self.paths, self._failed = paths, -1
+        self.reduced_decode = True  # draft-mode JPEG decoding (False: always decode at full size)
         self.skipped = skipped or Counter()  # files left out when the folder was scanned, by reason
 
     def _read(self, i: int) -> np.ndarray:
         for offset in range(self.n):
             index = (i + offset) % self.n
             try:
-                rgb = read_rgb(self.paths[index], min_side=self.scale)  # crops never need more
+                # shorter side >= scale is all the crops need: large JPEGs decode at 1/2, 1/4 or 1/8
+                rgb = read_rgb(self.paths[index], min_side=self.scale if self.reduced_decode else None)
             except UnreadableImage as e:  # headers looked fine but the pixel data did not
                 warnings.warn(f"skipped while decoding: {e}", stacklevel=2)
                 self._failed = index if self._failed < 0 else self._failed

@@ -17,7 +17,7 @@ from litdata import StreamingDataset
 from PIL import Image
 
 from colorlab.data.photos import check_train_size, crop_for_split
-from colorlab.io import reduce_for_side
+from colorlab.io import draft_jpeg
 
 SPLITS = ("train", "val")
 
@@ -26,7 +26,7 @@ def decode_jpeg(data, min_side: int | None = None) -> np.ndarray:
     """JPEG bytes -> uint8 (H, W, 3); with ``min_side`` at a reduced DCT scale when that still covers it."""
     with Image.open(io.BytesIO(bytes(data))) as image:
         if min_side is not None:
-            reduce_for_side(image, min_side)
+            draft_jpeg(image, min_side)
         return np.asarray(image.convert("RGB"))
 
 

@@ -47,6 +47,11 @@ def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
     model.config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.hints.enabled:
         model.hint_sampling = HintSampling(**hints)
+    speed = cfg.get("speed") or {}
+    if speed.get("channels_last", False):
+        model.net.to(memory_format=torch.channels_last)
+    if speed.get("compile", False):
+        model.net.compile()
     return model
 
 

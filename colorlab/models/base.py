@@ -204,7 +204,8 @@ class Colorizer(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
                                       weight_decay=self.optim["weight_decay"],
-                                      betas=tuple(self.optim["betas"]))
+                                      betas=tuple(self.optim["betas"]),
+                                      fused=bool(self.optim.get("fused", False)) or None)
         if self.optim["scheduler"] == "none":
             return optimizer
         steps = int(self.trainer.estimated_stepping_batches)
