@@ -1,11 +1,16 @@
 """The interactive page for user-guided colourization:
-``python -m colorlab.app ckpt=PATH [port=8765] [host=127.0.0.1] [max_upload_mb=10] [size=N]``.
+``python -m colorlab.app ckpt=PATH [port=8765] [host=127.0.0.1] [max_upload_mb=10] [max_megapixels=4]
+[allowed_hosts=127.0.0.1,localhost] [size=N]``.
 
 Upload a photo and see the automatic colourization; click a point to add a hint (colour picker,
 or one of the colours suggested for that point); the result updates after each hint; undo, clear,
 download. An optional overlay shows the model's per-pixel uncertainty (entropy of its ab
-distribution), where a hint helps most. Serves on 127.0.0.1 unless told otherwise; uploads over
-``max_upload_mb`` or that do not decode as an image are refused with a message on the page.
+distribution), where a hint helps most. Serves on 127.0.0.1 unless told otherwise (Starlette under
+uvicorn, see colorlab.web); uploads over ``max_upload_mb`` or that do not decode as an image are
+refused with a message on the page, photos over ``max_megapixels`` are downscaled to it (said on the
+page), at most 256 hints per request; requests whose Host or Origin is not in ``allowed_hosts`` get 403.
+Memory: per kept upload ~21 bytes per pixel (Lab float32 + the latest result), so 16 uploads at the
+default 4 MP budget keep ~1.3 GB at most.
 
 JSON API (what the page uses): POST /api/upload (the file's bytes) -> {id, width, height, gray,
 result, palette}; POST /api/colorize {id, hints, uncertainty} -> {result, uncertainty};
@@ -16,27 +21,42 @@ from __future__ import annotations
 
 import base64
 import io
-import json
+import math
 import sys
 import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 import numpy as np
 import torch
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from colorlab import web
 from colorlab.colorize import PhotoColorizer, Prepared, Result
 from colorlab.config import key_value_options, usage_exit_code
-from colorlab.hints import Hint, HintsError, parse_hints
+from colorlab.hints import Hint, HintsError, parse_hints, parse_point
 from colorlab.io import UnreadableImage, read_rgb_bytes
+from colorlab.web import (
+    DEFAULT_HOSTS,
+    AllowedHosts,
+    HTTPError,
+    error_response,
+    json_error_handlers,
+    read_body,
+    read_json,
+)
 
-OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size")
+OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size", "max_megapixels", "allowed_hosts")
 MAX_IMAGES = 16  # uploads kept in memory (least recently used dropped)
+MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points fit in ~100 KB
+MAX_HINTS = 256  # per request of the page
 
 
 def data_url(rgb: np.ndarray) -> str:
@@ -53,6 +73,16 @@ def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
     return rgba.round().to(torch.uint8).numpy()
 
 
+def fit_budget(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
+    """rgb, or rgb downscaled (aspect kept, Lanczos) to at most ``max_megapixels`` million pixels."""
+    height, width = rgb.shape[:2]
+    if height * width <= max_megapixels * 1e6:
+        return rgb
+    scale = math.sqrt(max_megapixels * 1e6 / (height * width))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
 @dataclass
 class Upload:
     """A photo kept between requests, with its latest colourization (a click asks for the palette at
@@ -64,25 +94,32 @@ class Upload:
 
 
 class ColorizeService:
-    """Everything the page does, independent of HTTP (the handler only parses and serialises)."""
+    """Everything the page does, independent of HTTP (the endpoints only parse and serialise).
+    Errors are HTTPErrors (status and message)."""
 
-    def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int):
-        self.colorizer, self.max_upload_bytes = colorizer, max_upload_bytes
+    def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int, max_megapixels: float = 4.0):
+        self.colorizer, self.max_upload_bytes, self.max_megapixels = colorizer, max_upload_bytes, max_megapixels
         self.images: OrderedDict[str, Upload] = OrderedDict()
         self.lock = threading.Lock()  # one forward pass at a time: the model is shared
+        self.images_lock = threading.Lock()  # the LRU dict, touched by several worker threads
 
     def _get(self, image_id) -> Upload:
-        if image_id not in self.images:
-            raise KeyError("unknown image id: upload the photo again (the server keeps the latest "
-                           f"{MAX_IMAGES} uploads)")
-        self.images.move_to_end(image_id)
-        return self.images[image_id]
+        with self.images_lock:
+            if not isinstance(image_id, str) or image_id not in self.images:
+                raise HTTPError(400, "unknown image id: upload the photo again (the server keeps the latest "
+                                f"{MAX_IMAGES} uploads)")
+            self.images.move_to_end(image_id)
+            return self.images[image_id]
 
     def _hints(self, upload: Upload, points) -> tuple[Hint, ...]:
         height, width = upload.prepared.lab.shape[-2:]
-        hints = parse_hints(points or [], width, height)
+        try:
+            hints = parse_hints([] if points is None else points, width, height, MAX_HINTS)
+        except HintsError as e:
+            raise HTTPError(400, str(e)) from None
         if hints and not self.colorizer.takes_hints:
-            raise HintsError("this checkpoint was trained without hints; start the app with a hints_unet checkpoint")
+            raise HTTPError(400, "this checkpoint was trained without hints; start the app with a hints_unet "
+                            "checkpoint")
         return tuple(hints)
 
     def _result(self, upload: Upload, hints: tuple[Hint, ...]) -> Result:
@@ -92,25 +129,39 @@ class ColorizeService:
         return upload.result
 
     def upload(self, data: bytes) -> dict:
-        rgb = read_rgb_bytes(data)
+        try:
+            rgb = read_rgb_bytes(data)
+        except UnreadableImage as e:
+            raise HTTPError(400, f"that file is not an image we can read ({e.reason}); upload a JPEG, PNG or "
+                            "WebP photo") from None
+        original = rgb.shape[:2]
+        rgb = fit_budget(rgb, self.max_megapixels)
+        note = ""
+        if rgb.shape[:2] != original:
+            note = (f"the photo ({original[1]}x{original[0]}) is over this server's {self.max_megapixels:g} "
+                    f"megapixels; it was downscaled to {rgb.shape[1]}x{rgb.shape[0]} (max_megapixels=...)")
+        gray = np.asarray(Image.fromarray(rgb).convert("L"))
         with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
             upload = Upload(self.colorizer.prepare(rgb))
+            del rgb
             result = self._result(upload, ())
         image_id = uuid.uuid4().hex
-        gray = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, axis=2)
-        self.images[image_id] = upload
-        while len(self.images) > MAX_IMAGES:
-            self.images.popitem(last=False)
+        with self.images_lock:
+            self.images[image_id] = upload
+            while len(self.images) > MAX_IMAGES:
+                self.images.popitem(last=False)
         from colorlab.palette import image_palette
 
-        return {"id": image_id, "width": rgb.shape[1], "height": rgb.shape[0], "gray": data_url(gray),
-                "result": data_url(result.rgb), "palette": image_palette(result.lab[0]),
+        return {"id": image_id, "width": gray.shape[1], "height": gray.shape[0], "gray": data_url(gray),
+                "result": data_url(result.rgb), "palette": image_palette(result.lab[0]), "note": note,
                 "takes_hints": self.colorizer.takes_hints,
                 "has_uncertainty": self.colorizer.model.predicts_distribution}
 
     def colorize(self, request: dict) -> dict:
         upload = self._get(request.get("id"))
         hints = self._hints(upload, request.get("hints"))
+        if not isinstance(request.get("uncertainty", False), bool):
+            raise HTTPError(400, f"uncertainty must be true or false. Got {request.get('uncertainty')!r}"[:300])
         with self.lock:
             result = self._result(upload, hints)
             entropy = self.colorizer.uncertainty(result) if request.get("uncertainty") else None
@@ -123,72 +174,50 @@ class ColorizeService:
         upload = self._get(request.get("id"))
         hints = self._hints(upload, request.get("hints"))
         lab = upload.prepared.lab
-        # the clicked point, checked like a hint (inside the image, numbers)
-        [point] = parse_hints([{"x": request.get("x"), "y": request.get("y"), "ab": [0, 0]}],
-                              lab.shape[-1], lab.shape[-2])
+        try:  # the clicked point, checked like a hint (finite numbers inside the image)
+            x, y = parse_point(request, lab.shape[-1], lab.shape[-2], "the clicked point")
+        except HintsError as e:
+            raise HTTPError(400, str(e)) from None
         with self.lock:
             result = self._result(upload, hints)
-        dist = self.colorizer.distribution_at(result, point.x, point.y)
-        lightness = float(lab[0, 0, int(point.y), int(point.x)])
+        dist = self.colorizer.distribution_at(result, x, y)
+        lightness = float(lab[0, 0, int(y), int(x)])
         return {"point": palette_at_point(*dist, lightness) if dist is not None else [],
                 "image": image_palette(result.lab[0])}
 
 
-def make_handler(service: ColorizeService):
+def make_app(service: ColorizeService, allowed_hosts=DEFAULT_HOSTS) -> AllowedHosts:
+    """The Starlette app: the page and three JSON endpoints, behind the Host/Origin allow-list."""
     page = resources.files("colorlab").joinpath("static/app.html").read_bytes()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):  # quiet: one line per request is noise here
-            pass
+    async def index(request: Request) -> Response:
+        return Response(page, media_type="text/html; charset=utf-8")
 
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    async def upload(request: Request) -> JSONResponse:
+        body = await read_body(request, service.max_upload_bytes)
+        return JSONResponse(await run_in_threadpool(service.upload, body))
 
-        def _json(self, status: int, payload: dict) -> None:
-            self._send(status, json.dumps(payload).encode())
+    async def colorize(request: Request) -> JSONResponse:
+        payload = await read_json(request, MAX_JSON_BYTES)
+        return JSONResponse(await run_in_threadpool(service.colorize, payload))
 
-        def do_GET(self):
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
+    async def palette(request: Request) -> JSONResponse:
+        payload = await read_json(request, MAX_JSON_BYTES)
+        return JSONResponse(await run_in_threadpool(service.palette, payload))
 
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            if self.path == "/api/upload" and length > service.max_upload_bytes:
-                self.close_connection = True  # the body is not read: do not reuse the connection
-                limit = service.max_upload_bytes / 2**20
-                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                    "error": f"the file is {length / 2**20:.1f} MB; this server accepts up to {limit:g} MB "
-                             "(max_upload_mb=...)"})
-            body = self.rfile.read(length)
-            try:
-                if self.path == "/api/upload":
-                    return self._json(HTTPStatus.OK, service.upload(body))
-                request = json.loads(body or b"{}")
-                if self.path == "/api/colorize":
-                    return self._json(HTTPStatus.OK, service.colorize(request))
-                if self.path == "/api/palette":
-                    return self._json(HTTPStatus.OK, service.palette(request))
-                return self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
-            except UnreadableImage as e:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": f"that file is not an image we can read ({e.reason}); "
-                                                    "upload a JPEG, PNG or WebP photo"})
-            except (HintsError, KeyError, json.JSONDecodeError) as e:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": str(e).strip("'\"")})
+    async def not_found(request: Request, exc) -> JSONResponse:
+        return error_response(404, f"no page {request.url.path}")
 
-    return Handler
+    routes = [Route("/", index), Route("/index.html", index), Route("/api/upload", upload, methods=["POST"]),
+              Route("/api/colorize", colorize, methods=["POST"]), Route("/api/palette", palette, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers={**json_error_handlers, 404: not_found})
+    return AllowedHosts(app, allowed_hosts)
 
 
-def serve(colorizer: PhotoColorizer, host: str = "127.0.0.1", port: int = 8765,
-          max_upload_mb: float = 10.0) -> ThreadingHTTPServer:
-    """A server bound to (host, port) (port 0: any free port); call serve_forever() on it."""
-    service = ColorizeService(colorizer, int(max_upload_mb * 2**20))
-    return ThreadingHTTPServer((host, port), make_handler(service))
+def serve(colorizer: PhotoColorizer, host: str = "127.0.0.1", port: int = 8765, max_upload_mb: float = 10.0,
+          max_megapixels: float = 4.0, allowed_hosts=DEFAULT_HOSTS):
+    """The app's Starlette application (see ``colorlab.web.serve`` / ``start`` to run it)."""
+    return make_app(ColorizeService(colorizer, int(max_upload_mb * 2**20), max_megapixels), allowed_hosts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,22 +228,24 @@ def main(argv: list[str] | None = None) -> int:
         return code
     try:
         options = key_value_options(argv, OPTIONS, required=("ckpt",))
+        numbers = {k: float(options.get(k, d)) for k, d in (("max_upload_mb", 10), ("max_megapixels", 4))}
+        for key, value in numbers.items():
+            if not (math.isfinite(value) and 0 < value <= 1000):
+                raise ValueError(f"{key} must be a number in (0, 1000]. Got {options[key]}")
+        port = int(options.get("port", 8765))
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535. Got {port}")
+        host = options.get("host", "127.0.0.1")
+        allowed = tuple(h for h in options.get("allowed_hosts", ",".join(DEFAULT_HOSTS)).split(",") if h)
         model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
-        server = serve(colorizer, options.get("host", "127.0.0.1"), int(options.get("port", 8765)),
-                       float(options.get("max_upload_mb", 10)))
-    except (FileNotFoundError, ValueError, OSError) as e:  # OSError: the port is taken
+        app = serve(colorizer, host, port, numbers["max_upload_mb"], numbers["max_megapixels"], allowed)
+    except (FileNotFoundError, ValueError) as e:
         print(f"colorlab.app: error: {e}", file=sys.stderr)
         return 2
-    host, port = server.server_address[:2]
     hints = "hints on" if colorizer.takes_hints else "this checkpoint takes no hints"
     print(f"colorlab.app: http://{host}:{port}/ ({model.config['experiment']}, {hints}); Ctrl-C stops it")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    web.serve(app, host, port)
     return 0
 
 

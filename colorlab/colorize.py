@@ -21,6 +21,8 @@ existing file (an input included) is never written over: the name gets a -1, -2,
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -59,8 +61,8 @@ class Result:
 
 
 def check_enhancement(gamma: float, saturation: float) -> None:
-    if gamma <= 0 or saturation < 0:
-        raise ValueError(f"gamma must be > 0 and saturation >= 0. Got {gamma}, {saturation}")
+    if not (math.isfinite(gamma) and 0 < gamma <= 10 and math.isfinite(saturation) and 0 <= saturation <= 10):
+        raise ValueError(f"gamma must be in (0, 10] and saturation in [0, 10]. Got {gamma}, {saturation}")
 
 
 def enhance(lab: Tensor, gamma: float = 1.0, saturation: float = 1.0) -> np.ndarray:
@@ -154,6 +156,19 @@ def free_path(path: Path) -> Path:
     return candidate
 
 
+def create_free(path: Path):
+    """Open path (or path-1, path-2, ...) for writing, created exclusively and never through a symlink
+    (O_CREAT | O_EXCL | O_NOFOLLOW): (binary file, the path used)."""
+    candidate, n = path, 0
+    while True:
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            return os.fdopen(fd, "wb"), candidate
+        except FileExistsError:  # a file, a directory or a link (dangling included) has that name
+            n += 1
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
 def list_inputs(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
@@ -181,6 +196,16 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
     if palette < 0 or (palette_at is not None and palette == 0):
         raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {palette}")
     check_enhancement(gamma, saturation)  # bad values stop here, before any work
+    if temperature is not None and not (math.isfinite(temperature) and 0 < temperature <= 100):
+        raise ValueError(f"temperature must be a number in (0, 100]. Got {temperature}")
+    if palette > 64:
+        raise ValueError(f"palette must be at most 64 colours. Got {palette}")
+    if size is not None and not 8 <= size <= 2048:
+        raise ValueError(f"size must be in 8..2048 pixels. Got {size}")
+    if palette_at is not None and not all(math.isfinite(v) for v in palette_at):
+        raise ValueError(f"palette_at must be finite numbers. Got {palette_at}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out} is an existing file; give a directory")
     model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     colorizer = PhotoColorizer(model, size, temperature)
     if hints is not None and not colorizer.takes_hints:
@@ -203,8 +228,9 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
                              f"0 <= x < {rgb.shape[1]}, 0 <= y < {rgb.shape[0]}")
         result = colorizer.run(colorizer.prepare(rgb), points, gamma, saturation)
         out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
-        target = free_path(out / f"{path.stem}.png")
-        Image.fromarray(result.rgb).save(target)
+        handle, target = create_free(out / f"{path.stem}.png")
+        with handle:
+            Image.fromarray(result.rgb).save(handle, format="PNG")
         written.append(target)
         if palette:
             written += write_palette_files(colorizer, result, palette, palette_at, out, target.stem)

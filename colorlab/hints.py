@@ -18,6 +18,7 @@ Later patches paint over earlier ones where they overlap, as in the reference lo
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,29 @@ class HintsError(ValueError):
 
 
 HINT_KEYS = {"x", "y", "color", "ab", "size"}
+MAX_HINTS = 1000  # per request of the app and per hints file: a person clicks tens
+
+
+def _number(value) -> bool:
+    """A finite JSON number (not a bool)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def parse_point(point, width: int, height: int, where: str) -> tuple[float, float]:
+    """x and y of a point ({"x": .., "y": ..}), finite and inside the image, or a HintsError naming ``where``."""
+    for key in ("x", "y"):
+        if not _number(point.get(key)):
+            raise HintsError(f"{where}: {key} must be a finite number (pixels). Got {point.get(key)!r}"[:300])
+    x, y = float(point["x"]), float(point["y"])
+    if not (0 <= x < width and 0 <= y < height):
+        raise HintsError(f"{where}: ({x:g}, {y:g}) is outside the image; valid: 0 <= x < {width}, "
+                         f"0 <= y < {height}")
+    return x, y
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
 
 
@@ -189,25 +213,22 @@ class Hint:
     size: float | None = None
 
 
-def parse_hints(points, width: int, height: int) -> list[Hint]:
-    """A JSON list of {x, y, color | ab, [size]} -> Hints, checked against the image size."""
+def parse_hints(points, width: int, height: int, max_hints: int = MAX_HINTS) -> list[Hint]:
+    """A JSON list of {x, y, color | ab, [size]} -> Hints, checked against the image size: at most
+    ``max_hints`` points, finite coordinates inside the image, ab in [-128, 127], size in (0, max(W, H)]."""
     if not isinstance(points, list):
         raise HintsError(f"hints must be a JSON list of points like [{{\"x\": 120, \"y\": 64, \"color\": "
                          f"\"#d02020\"}}]. Got {type(points).__name__}")
+    if len(points) > max_hints:
+        raise HintsError(f"{len(points)} hints; at most {max_hints} are accepted")
     hints = []
     for i, point in enumerate(points):
         where = f"hint {i}"
         if not isinstance(point, dict):
-            raise HintsError(f"{where}: must be an object with x, y and color or ab. Got {point!r}")
+            raise HintsError(f"{where}: must be an object with x, y and color or ab. Got {point!r}"[:300])
         if unknown := set(point) - HINT_KEYS:
-            raise HintsError(f"{where}: unknown keys {sorted(unknown)}; valid: {sorted(HINT_KEYS)}")
-        for key in ("x", "y"):
-            if not isinstance(point.get(key), int | float) or isinstance(point.get(key), bool):
-                raise HintsError(f"{where}: {key} must be a number (pixels). Got {point.get(key)!r}")
-        x, y = float(point["x"]), float(point["y"])
-        if not (0 <= x < width and 0 <= y < height):
-            raise HintsError(f"{where}: ({x:g}, {y:g}) is outside the image; valid: 0 <= x < {width}, "
-                             f"0 <= y < {height}")
+            raise HintsError(f"{where}: unknown keys {sorted(unknown)}; valid: {sorted(HINT_KEYS)}"[:300])
+        x, y = parse_point(point, width, height, where)
         if ("color" in point) == ("ab" in point):
             raise HintsError(f"{where}: give exactly one of color ('#rrggbb') or ab ([a, b] in Lab units)")
         if "color" in point:
@@ -217,13 +238,13 @@ def parse_hints(points, width: int, height: int) -> list[Hint]:
                 raise HintsError(f"{where}: {e}") from None
         else:
             ab = point["ab"]
-            if (not isinstance(ab, list) or len(ab) != 2 or not all(isinstance(v, int | float) for v in ab)
-                    or not all(-128 <= v <= 127 for v in ab)):
-                raise HintsError(f"{where}: ab must be [a, b] with numbers in [-128, 127]. Got {ab!r}")
+            if not isinstance(ab, list) or len(ab) != 2 or not all(_number(v) and -128 <= v <= 127 for v in ab):
+                raise HintsError(f"{where}: ab must be [a, b] with numbers in [-128, 127]. Got {ab!r}"[:300])
             ab = (float(ab[0]), float(ab[1]))
         size = point.get("size")
-        if size is not None and (not isinstance(size, int | float) or isinstance(size, bool) or size <= 0):
-            raise HintsError(f"{where}: size must be a positive number of pixels. Got {size!r}")
+        if size is not None and not (_number(size) and 0 < size <= max(width, height)):
+            raise HintsError(f"{where}: size must be a number of pixels in (0, {max(width, height)}]. "
+                             f"Got {size!r}"[:300])
         hints.append(Hint(x, y, ab, None if size is None else float(size)))
     return hints
 
@@ -234,7 +255,7 @@ def load_hints(path: str | Path, width: int, height: int) -> list[Hint]:
         raise FileNotFoundError(f"hints file {path} does not exist")
     try:
         points = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
         raise HintsError(f"{path} is not valid JSON: {e}") from None
     try:
         return parse_hints(points, width, height)

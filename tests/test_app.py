@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shutil
-import threading
 import urllib.error
 import urllib.request
 
@@ -20,19 +19,18 @@ from colorlab.color import uint8_to_lab
 from colorlab.colorize import PhotoColorizer
 from colorlab.hints import color_to_ab
 from colorlab.models import load_colorizer
+from colorlab.web import start
 
 LIMIT_MB = 0.25
+MEGAPIXELS = 0.02  # 141x141: a 96x96 scene fits, a 300x200 photo is downscaled
 
 
 @pytest.fixture(scope="module")
 def server(hints_checkpoint):
     colorizer = PhotoColorizer(load_colorizer(hints_checkpoint))
-    httpd = serve(colorizer, port=0, max_upload_mb=LIMIT_MB)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    httpd, url = start(serve(colorizer, max_upload_mb=LIMIT_MB, max_megapixels=MEGAPIXELS))
+    yield url
+    httpd.should_exit = True
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +150,41 @@ def test_page_in_headless_chromium(server, photo, tmp_path):
         page.wait_for_function("document.getElementById('message').textContent.includes('not an image')",
                                timeout=30_000)
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """The app over an untrained hints_unet (only the refusals matter here): its base URL."""
+    from colorlab.config import compose
+    from colorlab.models import build_model
+
+    model = build_model(compose("hints_unet", ["data.size=32", "net.width=8"]), with_data=False).eval()
+    httpd, url = start(serve(PhotoColorizer(model), max_upload_mb=LIMIT_MB, max_megapixels=MEGAPIXELS))
+    yield url
+    httpd.should_exit = True
+
+
+def test_api_downscales_over_budget_and_refuses_hostile_json(untrained):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(buffer, "PNG")
+    status, upload = post(untrained + "/api/upload", buffer.getvalue(), "image/png")
+    assert status == 200 and (upload["width"], upload["height"]) == (173, 115)
+    assert "downscaled to 173x115" in upload["note"]
+    image_id = upload["id"]
+    cases = [({"id": image_id, "hints": [{"x": 5, "y": 5, "ab": [True, False]}]}, "hint 0: ab must be [a, b]"),
+             ({"id": [1]}, "unknown image id"),
+             ({"id": image_id, "hints": [{"x": 5, "y": 5, "ab": [1, 1], "size": 1e300}]}, "hint 0: size must be"),
+             ({"id": image_id, "hints": [{"x": 5, "y": 5, "ab": [1, 1]}] * 257}, "at most 256"),
+             ({"id": image_id, "uncertainty": "yes"}, "uncertainty must be true or false")]
+    for request, words in cases:
+        status, reply = post(untrained + "/api/colorize", json.dumps(request).encode())
+        assert status == 400 and words in reply["error"], request
+    status, reply = post(untrained + "/api/palette", json.dumps({"id": image_id, "x": 1000, "y": 3}).encode())
+    assert status == 400 and reply["error"].startswith("the clicked point: (1000, 3) is outside the image")
+    for body, code, words in [(b"[1,2]", 400, "must be a JSON object"), (b"null", 400, "must be a JSON object"),
+                              (b"\xff{}", 400, "not UTF-8"), (b"[" * 1000, 400, "nested 1000 deep"),
+                              (b'{"id": "' + b"x" * 300_000 + b'"}', 413, "accepts up to")]:
+        status, reply = post(untrained + "/api/colorize", body)
+        assert status == code and words in reply["error"], body[:10]
+    status, reply = post(untrained + "/api/colorize", b"{}", "text/plain")
+    assert status == 415 and "application/json" in reply["error"]

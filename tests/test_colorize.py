@@ -139,3 +139,27 @@ def test_palette_at_needs_a_distribution(tmp_path, capsys, tiny_overrides):
                           f"out={tmp_path / 'out'}", "palette=3", "palette_at=5,5"]) == 2
     assert "needs a model that predicts an ab distribution" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_colorize_refuses_bad_numbers_and_out_file_before_any_work(checkpoint, tmp_path, capsys):
+    Image.fromarray(scene(64)[0]).save(tmp_path / "scene.png")
+    (tmp_path / "taken").write_text("x")
+    common = [f"ckpt={checkpoint}", f"input={tmp_path / 'scene.png'}"]
+    for extra, words in [("temperature=nan", "temperature must be"), ("gamma=nan", "gamma must be"),
+                         ("saturation=inf", "saturation in [0, 10]"), ("saturation=nan", "saturation in"),
+                         ("palette=100000", "at most 64"), ("size=100000", "size must be in 8..2048"),
+                         ("size=-8", "size must be in 8..2048")]:
+        assert colorize_main([*common, f"out={tmp_path / 'out'}", extra]) == 2, extra
+        assert words in capsys.readouterr().err, extra
+    assert colorize_main([*common, f"out={tmp_path / 'taken'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"colorlab.colorize: error: out={tmp_path / 'taken'} is an existing file; give a directory\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_colorize_never_writes_through_a_dangling_link(checkpoint, tmp_path):
+    Image.fromarray(scene(64)[0]).save(tmp_path / "scene.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scene.png").symlink_to(tmp_path / "outside.png")
+    assert colorize_main([f"ckpt={checkpoint}", f"input={tmp_path / 'scene.png'}", f"out={tmp_path / 'out'}"]) == 0
+    assert not (tmp_path / "outside.png").exists() and (tmp_path / "out" / "scene-1.png").is_file()

@@ -112,8 +112,16 @@ def test_parse_hints_accepts_both_forms():
     ([{"x": 5, "y": 10, "color": "#fff", "ab": [1, 2]}], "exactly one of color"),
     ([{"x": 5, "y": 10, "ab": [300, 0]}], "ab must be"),
     ([{"x": 5, "y": 10, "color": "#fff", "colour": "#fff"}], "unknown keys"),
-    ([{"x": "5", "y": 10, "color": "#fff"}], "x must be a number"),
+    ([{"x": "5", "y": 10, "color": "#fff"}], "x must be a finite number"),
+    ([{"x": 5, "y": float("nan"), "color": "#fff"}], "hint 0: y must be a finite number"),
     ([{"x": 5, "y": 10, "color": "#fff", "size": 0}], "size must be"),
+    ([{"x": 5, "y": 10, "color": "#fff", "size": float("nan")}], r"size must be a number of pixels in \(0, 200"),
+    ([{"x": 5, "y": 10, "color": "#fff", "size": float("inf")}], "hint 0: size must be"),
+    ([{"x": 5, "y": 10, "color": "#fff", "size": 1e300}], "hint 0: size must be"),
+    ([{"x": 5, "y": 10, "ab": [True, False]}], "hint 0: ab must be"),
+    ([{"x": 5, "y": 10, "ab": [float("nan"), 0]}], "hint 0: ab must be"),
+    ([{"x": 10**400, "y": 10, "ab": [1, 0]}], "hint 0: x must be a finite number"),
+    ([{"x": 5, "y": 10, "ab": [1, 0]}] * 1001, "1001 hints; at most 1000"),
 ])
 def test_bad_hints_are_clear_errors(points, message):
     with pytest.raises(HintsError, match=message):
