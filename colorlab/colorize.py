@@ -196,8 +196,8 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
     if palette < 0 or (palette_at is not None and palette == 0):
         raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {palette}")
     check_enhancement(gamma, saturation)  # bad values stop here, before any work
-    if temperature is not None and not (math.isfinite(temperature) and 0 < temperature <= 100):
-        raise ValueError(f"temperature must be a number in (0, 100]. Got {temperature}")
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 100):
+        raise ValueError(f"temperature must be a number in [0, 100] (0 decodes the mode). Got {temperature}")
     if palette > 64:
         raise ValueError(f"palette must be at most 64 colours. Got {palette}")
     if size is not None and not 8 <= size <= 2048:
