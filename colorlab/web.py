@@ -176,6 +176,22 @@ def serve(app, host: str = "127.0.0.1", port: int = 8765, timeout_keep_alive: fl
     uvicorn.Server(_config(app, host, port, timeout_keep_alive, limit_concurrency, max_head_bytes)).run()
 
 
+def serve_workers(factory: str, workers: int, host: str = "127.0.0.1", port: int = 8765,
+                  timeout_keep_alive: float = 5.0, limit_concurrency: int = 64,
+                  max_head_bytes: int = 64 * 1024) -> None:
+    """``serve`` with ``workers`` processes sharing the port: ``factory`` is "module:function" returning the
+    app, called in each worker (what each needs must come from the environment or a shared database)."""
+    config = _config(factory, host, port, timeout_keep_alive, limit_concurrency, max_head_bytes)
+    config.factory, config.workers = True, workers
+    server = uvicorn.Server(config)
+    if workers == 1:
+        return server.run()
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()
+
+
 def start(app, host: str = "127.0.0.1", port: int = 0, **options) -> tuple[uvicorn.Server, str]:
     """``serve`` in a daemon thread (port 0: any free port); returns (server, base URL) once it listens.
     Stop it with ``server.should_exit = True``."""

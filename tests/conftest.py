@@ -40,3 +40,21 @@ def hints_checkpoint(tmp_path_factory):
                                  "data.batch_size=16", "data.train_size=2048", "data.val_size=32",
                                  "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "net.width=8"]))
     return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def study_checkpoints(tmp_path_factory):
+    """Two untrained-in-effect checkpoints (3 steps, 32 px, width 8) of two formulations, for the human
+    study's mechanics (what is measured there is people, not these models): [regression_l2, unet_bins]."""
+    from colorlab.config import compose
+    from colorlab.fit import train
+
+    tmp = tmp_path_factory.mktemp("study_ckpts")
+    paths = []
+    for experiment in ("regression_l2", "unet_bins"):
+        train(compose(experiment, [f"run_dir={tmp / experiment}", "logger=none", "data.num_workers=0",
+                                   "data.size=32", "data.batch_size=8", "data.train_size=32", "data.val_size=64",
+                                   "trainer.max_steps=3", "trainer.enable_progress_bar=false", "net.width=8",
+                                   f"prior.cache_dir={tmp / 'priors'}"]))
+        paths.append(tmp / experiment / "checkpoints" / "last.ckpt")
+    return paths

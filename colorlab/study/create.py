@@ -1,0 +1,141 @@
+"""``create``: held-out images, colourized by every checkpoint, stored with the study's design.
+
+The images are the first ``n_images`` of the validation split of the first checkpoint's data
+(deterministic; ``data=...`` / ``data.KEY=...`` choose another source), so no method was trained on
+them. Every checkpoint must work at the same image size (real and fake must not differ in size).
+Files: ``DIR/images/real/NNNN.png`` and ``DIR/images/<method>/NNNN.png`` (uint8 sRGB at data.size),
+``DIR/study.json`` (settings, methods, where the database is; never a password). Nothing is written
+until every input has been checked; a study name in use is refused before anything is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import sqlalchemy as sa
+import torch
+from tqdm import tqdm
+
+from colorlab.study import db
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def study_directory(root: Path, name: str) -> Path:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"name={name!r}: use 1-64 letters, digits, '-' or '_' (it names a folder)")
+    return root / name
+
+
+def method_names(experiments: list[str]) -> list[str]:
+    """Experiment names as folder names, made unique with -2, -3, ... (two checkpoints of one experiment)."""
+    names, seen = [], {"real": 1}  # images/real/ holds the real photos
+    for experiment in experiments:
+        experiment = re.sub(r"[^A-Za-z0-9_-]", "_", experiment)[:60] or "method"
+        seen[experiment] = seen.get(experiment, 0) + 1
+        names.append(experiment if seen[experiment] == 1 else f"{experiment}-{seen[experiment]}")
+    return names
+
+
+def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[str, list]:
+    """{'real': [uint8 (H, W, 3)], name: [...]} for the first n_images validation items."""
+    from omegaconf import OmegaConf
+
+    from colorlab.color import lab_to_uint8
+    from colorlab.compare import predict_lab
+    from colorlab.data import ColorDataModule, add_lab
+    from colorlab.embed import attach_embeddings
+
+    datamodule = ColorDataModule(seed=cfg.seed, **{**OmegaConf.to_container(cfg.data), "num_workers": 0})
+    datamodule.setup("validate")
+    available = len(datamodule.val_set)
+    if available < n_images:
+        raise ValueError(f"the validation split has {available} images and the study needs n_images={n_images}; "
+                         "lower n_images (or practice/trials) or raise data.val_size")
+    images: dict[str, list] = {"real": []}
+    for name, model in zip(names, models, strict=True):
+        model_cfg = OmegaConf.merge(OmegaConf.create(model.config), {"data": cfg.data})
+        attach_embeddings(datamodule, model_cfg)  # for fusion models; a no-op otherwise
+        images[name] = []
+        with tqdm(total=n_images, desc=f"colourizing with {name}", disable=None) as bar:
+            for batch in datamodule.val_dataloader():
+                batch = add_lab(batch)
+                fake = lab_to_uint8(predict_lab(model, batch)).permute(0, 2, 3, 1).numpy()
+                take = min(len(fake), n_images - len(images[name]))
+                images[name] += list(fake[:take])
+                if name == names[0]:
+                    images["real"] += list(batch["rgb"][:take].permute(0, 2, 3, 1).numpy())
+                bar.update(take)
+                if len(images[name]) == n_images:
+                    break
+        datamodule.embeddings.clear()
+    return images
+
+
+def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path = Path("studies"),
+                 db_url: str | None = None, data_overrides: list[str] | None = None) -> Path:
+    """Build the study; returns its directory. ValueError (nothing written) for any bad input."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from colorlab.config import override
+    from colorlab.models import load_colorizer
+
+    directory = study_directory(root, name)
+    if directory.exists():
+        raise ValueError(f"a study named {name!r} exists already ({directory}); choose another name, or "
+                         f"report/serve the existing one")
+    db_url = db_url or f"sqlite:///{(directory / 'study.db').resolve()}"
+    if not db_url.startswith("sqlite"):  # a shared database: the name must be free there too
+        engine = db.connect(db_url, create=True)
+        with engine.connect() as conn:
+            if db.study_row(conn, name) is not None:
+                raise ValueError(f"a study named {name!r} exists already in {db.redacted(db_url)}; choose another")
+    if not checkpoints:
+        raise ValueError("give at least one checkpoint: ckpt=PATH (repeat ckpt= for several methods)")
+    missing = [str(p) for p in checkpoints if not Path(p).is_file()]
+    if missing:
+        raise ValueError(f"checkpoint(s) not found: {', '.join(missing)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = [load_colorizer(path, device) for path in checkpoints]
+    cfg = override(OmegaConf.create(models[0].config), data_overrides or [])
+    sizes = {str(path): model.config["data"]["size"] for path, model in zip(checkpoints, models, strict=True)}
+    if len(set(sizes.values())) > 1 or ("data.size" in " ".join(data_overrides or []) and
+                                        cfg.data.size != models[0].config["data"]["size"]):
+        detail = ", ".join(f"{p}: {s} px" for p, s in sizes.items())
+        raise ValueError(f"the checkpoints work at different image sizes ({detail}); a study compares methods "
+                         "on the same images at one size: use checkpoints trained at one data.size")
+    names = method_names([m.config["experiment"] for m in models])
+    images = held_out_images(cfg, settings["n_images"], models, names)
+
+    partial = directory.with_name(f".{name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for folder, items in images.items():
+        (partial / "images" / folder).mkdir(parents=True)
+        for i, rgb in enumerate(items):
+            Image.fromarray(rgb).save(partial / "images" / folder / f"{i:04d}.png")
+    description = {"name": name, "protocol": settings["protocol"], "settings": settings,
+                   "methods": dict(zip(names, map(str, checkpoints), strict=True)),
+                   "db": db.redacted(db_url), "data": OmegaConf.to_container(cfg.data)}
+    (partial / "study.json").write_text(json.dumps(description, indent=2) + "\n")
+    partial.rename(directory)
+    try:
+        engine = db.connect(db_url, create=True)
+        with engine.begin() as conn:
+            study_id = conn.execute(db.studies.insert().values(
+                name=name, protocol=settings["protocol"], settings=json.dumps(settings),
+                created_at=db.now())).inserted_primary_key[0]
+            conn.execute(db.methods.insert(), [
+                {"study_id": study_id, "name": n, "directory": n, "checkpoint": str(p), "is_control": False}
+                for n, p in zip(names, checkpoints, strict=True)]
+                + [{"study_id": study_id, "name": "real vs real (control)", "directory": "real",
+                    "checkpoint": None, "is_control": True}])
+            conn.execute(db.images.insert(), [{"study_id": study_id, "idx": i, "stem": f"{i:04d}"}
+                                              for i in range(settings["n_images"])])
+    except (sa.exc.IntegrityError, ValueError) as e:
+        shutil.rmtree(directory)  # ours, created above: the user's files are never touched
+        raise ValueError(f"could not store the study in {db.redacted(db_url)}: {e}") from e
+    return directory

@@ -1,0 +1,162 @@
+"""``report``: fooling rates with 95% confidence intervals, participants as the unit.
+
+A method's fooling rate is the share of its test trials (practice excluded) in which its image was
+judged real (see colorlab.study.design). Trials of one participant are not independent (people
+differ in how easily they are fooled), so the interval is a percentile bootstrap over participants:
+resample participants with replacement, pool their trials, take the 2.5th and 97.5th percentiles of
+the pooled rate (Efron & Tibshirani 1993, ch. 13). Included: complete sessions whose median response
+time is at least ``min_response_ms`` (faster is clicking without looking); the rest are listed as
+excluded with the reason.
+
+Writes ``DIR/report/report.md``, ``methods.csv``, ``images.csv`` and ``fooling_rates.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from colorlab.study import db
+from colorlab.study.design import judged_real
+
+
+def bootstrap_rate(judged: np.ndarray, counts: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """Pooled rate sum(judged) / sum(counts) over participants, and its percentile-bootstrap interval.
+
+    judged, counts: (P,) per participant, the trials judged real and the trials shown."""
+    judged, counts = np.asarray(judged, float), np.asarray(counts, float)
+    if counts.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    rate = judged.sum() / counts.sum()
+    picks = np.random.default_rng(seed).integers(len(counts), size=(n_boot, len(counts)))  # (n_boot, P)
+    totals = counts[picks].sum(1)
+    rates = judged[picks].sum(1) / np.where(totals > 0, totals, 1)
+    low, high = np.quantile(rates[totals > 0], [(1 - level) / 2, (1 + level) / 2])
+    return float(rate), float(low), float(high)
+
+
+def load_trials(conn, study) -> list[dict]:
+    """Every answered trial of the study: participant, method, image, practice, judged_real, times."""
+    p, t, a, m, i = db.participants, db.trials, db.answers, db.methods, db.images
+    query = (sa.select(p.c.id.label("participant"), m.c.name.label("method"), m.c.is_control, i.c.stem,
+                       t.c.practice, t.c.fake_slot, a.c.choice, a.c.response_ms, a.c.shown_ms)
+             .select_from(a.join(t, a.c.trial_id == t.c.id).join(p, t.c.participant_id == p.c.id)
+                          .join(m, t.c.method_id == m.c.id).join(i, t.c.image_id == i.c.id))
+             .where(p.c.study_id == study.id).order_by(p.c.id, a.c.position))
+    return [{**row._asdict(), "judged_real": judged_real(study.protocol, row.choice, row.fake_slot)}
+            for row in conn.execute(query)]
+
+
+def participant_status(conn, study, trials: list[dict], min_response_ms: float) -> dict[int, str]:
+    """participant id -> 'included', 'incomplete (k of n)' or 'too fast (median N ms)'."""
+    status = {}
+    for pid, n_trials in conn.execute(sa.select(db.participants.c.id, db.participants.c.n_trials)
+                                      .where(db.participants.c.study_id == study.id)):
+        own = [t for t in trials if t["participant"] == pid]
+        test = [t["response_ms"] for t in own if not t["practice"]]
+        if len(own) < n_trials:
+            status[pid] = f"incomplete ({len(own)} of {n_trials} answered)"
+        elif test and np.median(test) < min_response_ms:
+            status[pid] = f"too fast (median response {np.median(test):.0f} ms < {min_response_ms:g} ms)"
+        else:
+            status[pid] = "included"
+    return status
+
+
+def summarise(trials: list[dict], status: dict[int, str], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(per-method rows, per-image rows) over included participants' test trials."""
+    scored = [t for t in trials if not t["practice"] and status.get(t["participant"]) == "included"]
+    rows = []
+    for method in sorted({t["method"] for t in scored}, key=lambda name: (name.startswith("real vs real"), name)):
+        own = [t for t in scored if t["method"] == method]
+        people = sorted({t["participant"] for t in own})
+        judged = np.array([sum(t["judged_real"] for t in own if t["participant"] == p) for p in people])
+        counts = np.array([sum(1 for t in own if t["participant"] == p) for p in people])
+        rate, low, high = bootstrap_rate(judged, counts, seed=seed)
+        rows.append({"method": method, "fooling_rate": rate, "ci_low": low, "ci_high": high,
+                     "participants": len(people), "trials": int(counts.sum())})
+    per_image = {}
+    for t in scored:
+        entry = per_image.setdefault((t["method"], t["stem"]), [0, 0])
+        entry[0] += t["judged_real"]
+        entry[1] += 1
+    images = [{"method": m, "image": s, "judged_real": k, "trials": n, "rate": k / n}
+              for (m, s), (k, n) in sorted(per_image.items())]
+    return rows, images
+
+
+def plot(rows: list[dict], protocol: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(rows), 3.4))
+    x = np.arange(len(rows))
+    rates = np.array([r["fooling_rate"] for r in rows]) * 100
+    errors = np.array([[r["fooling_rate"] - r["ci_low"], r["ci_high"] - r["fooling_rate"]] for r in rows]).T * 100
+    ax.bar(x, rates, yerr=errors, capsize=5, color=["#888" if r["method"].startswith("real vs") else "#3a7"
+                                                     for r in rows])
+    if protocol == "2afc":
+        ax.axhline(50, color="k", lw=0.8, ls="--", label="chance (50%)")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(x, [f"{r['method']}\n(n={r['participants']})" for r in rows], fontsize=8)
+    ax.set_ylabel("judged real (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("fooling rate, 95% bootstrap CI over participants", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(engine: sa.Engine, name: str, directory: Path) -> Path:
+    """Write the report files into ``directory/report``; returns the markdown's path."""
+    with engine.connect() as conn:
+        study = db.study_row(conn, name)
+        if study is None:
+            raise ValueError(f"no study named {name!r} in {db.redacted(str(engine.url))}")
+        settings = db.settings_of(study)
+        trials = load_trials(conn, study)
+        status = participant_status(conn, study, trials, settings["min_response_ms"])
+    rows, images = summarise(trials, status, seed=settings["seed"])
+    out = directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "methods.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["method", "fooling_rate", "ci_low", "ci_high", "participants", "trials"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out / "images.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["method", "image", "judged_real", "trials", "rate"])
+        writer.writeheader()
+        writer.writerows(images)
+    if rows:
+        plot(rows, study.protocol, out / "fooling_rates.png")
+    included = [p for p, s in status.items() if s == "included"]
+    excluded = {p: s for p, s in status.items() if s != "included"}
+    shown = np.array([t["shown_ms"] for t in trials if t["shown_ms"] is not None])
+    question = "which of two is real (2AFC)" if study.protocol == "2afc" else "real or fake (single image)"
+    lines = [f"# Study {name}: {question}", "",
+             f"{len(status)} participants, {len(included)} included, {len(excluded)} excluded; "
+             f"{sum(r['trials'] for r in rows)} scored trials. Display time {settings['display_ms']} ms; "
+             f"{settings['practice']} practice + {settings['trials']} test + {settings['control_trials']} control "
+             "trials per participant.", ""]
+    if shown.size:
+        lines += [f"Display time measured in the page: median {np.median(shown):.0f} ms, 5-95% "
+                  f"{np.percentile(shown, 5):.0f}-{np.percentile(shown, 95):.0f} ms.", ""]
+    lines += ["| method | fooling rate | 95% CI | participants | trials |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {100 * r['fooling_rate']:.1f}% | {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}% "
+              f"| {r['participants']} | {r['trials']} |" for r in rows]
+    control_note = ("The control shows the real photo on both sides: 50% means no side bias." if study.protocol
+                    == "2afc" else "The control is the real photo shown alone: how often real photos are "
+                    "judged real, the ceiling for a method.")
+    lines += ["", f"Fooling rate: how often the method's image was judged real. {control_note} Intervals: "
+              "percentile bootstrap over participants (2000 resamples).", ""]
+    if excluded:
+        lines += ["Excluded sessions:", ""] + [f"- participant {p}: {s}" for p, s in sorted(excluded.items())] + [""]
+    lines += ["Files: methods.csv, images.csv (per-image rates), fooling_rates.png.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
