@@ -6,7 +6,8 @@ API (every request carries the access token, when the study has one, as ``X-Stud
                                           done, and the next trial {id, position, practice, images}
   POST /api/answer {session, trial, choice, response_ms, shown_ms}
                                           stores the answer (one transaction) and returns the new state,
-                                          with {correct} after a practice trial
+                                          with {correct, truth} after a practice trial (truth: the
+                                          right choice)
   GET  /api/image/{session}/{trial}/{slot}  a trial's image (only the participant's own trials, up to
                                           the next one); the URL names no method and no side
 
@@ -161,8 +162,9 @@ class StudyService:
                 conn.execute(db.participants.update().where(db.participants.c.id == participant.id)
                              .values(finished_at=db.now()))
             state = self._state(conn, participant)
-        if trial.practice:
+        if trial.practice:  # feedback: the right answer (the same encoding as choice) and whether it was given
             state["correct"] = correct(self.protocol, choice, trial.fake_slot)
+            state["truth"] = choice if state["correct"] else 1 - choice
         return state
 
     def image(self, session: str, trial_id: str, slot: str) -> Path:
