@@ -3,8 +3,6 @@
 import base64
 import io
 import json
-import os
-import shutil
 import urllib.error
 import urllib.request
 
@@ -20,6 +18,7 @@ from colorlab.colorize import PhotoColorizer
 from colorlab.hints import color_to_ab
 from colorlab.models import load_colorizer
 from colorlab.web import start
+from tests.browser import chromium_path, launch
 
 LIMIT_MB = 0.25
 MEGAPIXELS = 0.02  # 141x141: a 96x96 scene fits, a 300x200 photo is downscaled
@@ -107,22 +106,14 @@ def test_app_command_errors(tmp_path, capsys):
     assert "unknown ['prot']" in capsys.readouterr().err
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_page_in_headless_chromium(server, photo, tmp_path):
     """Upload, click a hint, the result changes near the hint towards the hint colour; undo; a bad upload."""
-    required = os.environ.get("COLORLAB_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs Chromium
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        (pytest.fail if required else pytest.skip)("needs playwright (pip install -e '.[dev]')")
-    if chromium() is None:
-        (pytest.fail if required else pytest.skip)("needs Debian's chromium (apt-get install chromium)")
+    chromium_path()  # or skip (fail in .ci/run)
+    from playwright.sync_api import sync_playwright
+
     path, rgb, (x, y) = photo
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        browser = launch(playwright)
         page = browser.new_page()
         page.goto(server)
         page.set_input_files("#file", str(path))

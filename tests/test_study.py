@@ -3,8 +3,6 @@
 
 import csv
 import json
-import os
-import shutil
 import urllib.error
 import urllib.request
 
@@ -19,6 +17,7 @@ from colorlab.study.design import judged_real, settings_from, trial_list
 from colorlab.study.report import bootstrap_rate, report
 from colorlab.study.server import StudyService, make_app
 from colorlab.web import start
+from tests.browser import chromium_path, launch
 
 SMALL = {"practice": "2", "trials": "6", "control_trials": "2", "display_ms": "300"}
 
@@ -253,27 +252,19 @@ def test_report_counts_simulated_participants_and_excludes_incomplete_and_hasty_
 
 
 # -- the page in Chromium ----------------------------------------------------------------------
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
     """Practice with feedback, a reload mid-study resumes at the next trial, the pair is hidden after the
     display time (measured in the page), answers land in the database and in the report."""
-    required = os.environ.get("COLORLAB_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs Chromium
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        (pytest.fail if required else pytest.skip)("needs playwright (pip install -e '.[dev]')")
-    if chromium() is None:
-        (pytest.fail if required else pytest.skip)("needs Debian's chromium (apt-get install chromium)")
+    chromium_path()  # or skip (fail in .ci/run)
+    from playwright.sync_api import sync_playwright
+
     directory = create_study("browser", study_checkpoints, settings_from(SMALL), root=tmp_path)
     engine = db.connect(f"sqlite:///{directory / 'study.db'}")
     server, url = start(make_app(StudyService(engine, "browser", directory)))
     shown, feedback = [], []
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+            browser = launch(playwright)
             page = browser.new_page()
             page.goto(url)
             assert "Click the one you think is real" in page.inner_text("#instructions")

@@ -70,7 +70,7 @@ def open_study(options: dict[str, str]):
     if not described.is_file():
         raise ValueError(f"no study {options['name']!r} in {directory.parent}/ (no {described}); create it first, "
                          "or give root=")
-    url = options.get("db") or json.loads(described.read_text())["db"]
+    url = options.get("db") or json.loads(described.read_text())["db"] or f"sqlite:///{directory / 'study.db'}"
     if "***" in url:
         raise ValueError(f"this study's database is {url}: give db=URL with its password")
     return db.connect(url), directory, url
@@ -127,6 +127,9 @@ def serve(options: dict[str, str], engine, directory: Path, url: str) -> int:
     port, workers = int(options.get("port", 8770)), int(options.get("workers", 1))
     if not 0 <= port <= 65535 or not 1 <= workers <= 64:
         raise ValueError(f"port must be in 0..65535 and workers in 1..64. Got port={port}, workers={workers}")
+    if host in ("0.0.0.0", "::") and "allowed_hosts" not in options:
+        raise ValueError(f"host={host} listens on every interface: say which host names participants will type "
+                         "with allowed_hosts=study.example.org,192.0.2.7 (other Host headers get 403)")
     default_hosts = ["127.0.0.1", "localhost"] + ([] if host in ("0.0.0.0", "::", "127.0.0.1") else [host])
     allowed = [h for h in options.get("allowed_hosts", ",".join(default_hosts)).split(",") if h]
     token = options.get("token")

@@ -4,8 +4,9 @@ The images are the first ``n_images`` of the validation split of the first check
 (deterministic; ``data=...`` / ``data.KEY=...`` choose another source), so no method was trained on
 them. Every checkpoint must work at the same image size (real and fake must not differ in size).
 Files: ``DIR/images/real/NNNN.png`` and ``DIR/images/<method>/NNNN.png`` (uint8 sRGB at data.size),
-``DIR/study.json`` (settings, methods, where the database is; never a password). Nothing is written
-until every input has been checked; a study name in use is refused before anything is computed.
+``DIR/study.json`` (settings, methods, the database when it is not ``DIR/study.db``; never a
+password). Nothing is written until every input has been checked; a study name in use is refused
+before anything is computed.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
     if directory.exists():
         raise ValueError(f"a study named {name!r} exists already ({directory}); choose another name, or "
                          f"report/serve the existing one")
+    in_folder = db_url is None  # SQLite in the study folder: found there again even if the folder moves
     db_url = db_url or f"sqlite:///{(directory / 'study.db').resolve()}"
     if not db_url.startswith("sqlite"):  # a shared database: the name must be free there too
         engine = db.connect(db_url, create=True)
@@ -119,7 +121,7 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
             Image.fromarray(rgb).save(partial / "images" / folder / f"{i:04d}.png")
     description = {"name": name, "protocol": settings["protocol"], "settings": settings,
                    "methods": dict(zip(names, map(str, checkpoints), strict=True)),
-                   "db": db.redacted(db_url), "data": OmegaConf.to_container(cfg.data)}
+                   "db": None if in_folder else db.redacted(db_url), "data": OmegaConf.to_container(cfg.data)}
     (partial / "study.json").write_text(json.dumps(description, indent=2) + "\n")
     partial.rename(directory)
     try:
