@@ -75,7 +75,7 @@ def participant(url: str, p_fooled: dict[str, float], methods: dict[int, str], e
         method = methods[trial.method_id]
         if person is None:  # this person's own susceptibility, around the method's rate
             person = float(np.clip(rng.normal(p_fooled.get(method, 0.5), 0.1), 0, 1))
-        fooled = rng.random() < (0.5 if method.startswith("real vs") else person)
+        fooled = rng.random() < (0.5 if method == "real vs real (control)" else person)
         choice = trial.fake_slot if fooled else 1 - trial.fake_slot
         state = call(url + "/api/answer", {"session": state["session"], "trial": trial.id, "choice": choice,
                                            "response_ms": response_ms or float(rng.uniform(400, 1500)),

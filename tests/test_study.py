@@ -307,3 +307,32 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
     assert int(method["trials"]) + int(control["trials"]) == 8
     assert round(float(method["fooling_rate"]) * 6 + float(control["fooling_rate"]) * 2) == fooled
 
+
+
+def test_single_image_protocol_serves_one_image_and_scores_real_and_fake(study_checkpoints, tmp_path):
+    """A participant who always recognises the image (by comparing it with the real photo's file) gets every
+    practice trial right, a fooling rate of 0 for the method and 100% 'real' for the control photos."""
+    settings = settings_from({"protocol": "single", "practice": "2", "trials": "4"})
+    directory = create_study("single", study_checkpoints[:1], settings, root=tmp_path)
+    engine = db.connect(f"sqlite:///{directory / 'study.db'}")
+    server, url = start(make_app(StudyService(engine, "single", directory)))
+    real = {p.read_bytes() for p in (directory / "images" / "real").glob("*.png")}
+    try:
+        for _ in range(2):
+            _, state = request(url + "/api/session", {})
+            while not state["done"]:
+                trial = state["trial"]
+                assert len(trial["images"]) == 1
+                code, png = request(url + trial["images"][0])
+                assert code == 200 and png.startswith(b"\x89PNG")
+                assert request(url + trial["images"][0][:-1] + "1")[0] == 400  # one slot only
+                code, state = request(url + "/api/answer", {"session": state["session"], "trial": trial["id"],
+                                                            "choice": int(png in real), "response_ms": 500})
+                assert code == 200 and state.get("correct", True)
+    finally:
+        server.should_exit = True
+    report(engine, "single", directory)
+    rows = {r["method"]: r for r in csv.DictReader(open(directory / "report" / "methods.csv"))}
+    assert float(rows["regression_l2"]["fooling_rate"]) == 0 and int(rows["regression_l2"]["trials"]) == 8
+    control = rows["real photos (control)"]
+    assert float(control["fooling_rate"]) == 1 and int(control["trials"]) == 8

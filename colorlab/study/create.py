@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from colorlab.study import db
 
+CONTROL_NAMES = {"2afc": "real vs real (control)", "single": "real photos (control)"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -133,7 +134,7 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
             conn.execute(db.methods.insert(), [
                 {"study_id": study_id, "name": n, "directory": n, "checkpoint": str(p), "is_control": False}
                 for n, p in zip(names, checkpoints, strict=True)]
-                + [{"study_id": study_id, "name": "real vs real (control)", "directory": "real",
+                + [{"study_id": study_id, "name": CONTROL_NAMES[settings["protocol"]], "directory": "real",
                     "checkpoint": None, "is_control": True}])
             conn.execute(db.images.insert(), [{"study_id": study_id, "idx": i, "stem": f"{i:04d}"}
                                               for i in range(settings["n_images"])])

@@ -83,14 +83,15 @@ def summarise(trials: list[dict], status: dict[int, str], seed: int = 0) -> tupl
     """(per-method rows, per-image rows) over included participants' test trials."""
     scored = [t for t in trials if not t["practice"] and status.get(t["participant"]) == "included"]
     rows = []
-    for method in sorted({t["method"] for t in scored}, key=lambda name: (name.startswith("real vs real"), name)):
+    controls = {t["method"] for t in trials if t["is_control"]}
+    for method in sorted({t["method"] for t in scored}, key=lambda name: (name in controls, name)):
         own = [t for t in scored if t["method"] == method]
         people = sorted({t["participant"] for t in own})
         judged = np.array([sum(t["judged_real"] for t in own if t["participant"] == p) for p in people])
         counts = np.array([sum(1 for t in own if t["participant"] == p) for p in people])
         rate, low, high = bootstrap_rate(judged, counts, seed=seed)
-        rows.append({"method": method, "fooling_rate": rate, "ci_low": low, "ci_high": high,
-                     "participants": len(people), "trials": int(counts.sum())})
+        rows.append({"method": method, "control": method in controls, "fooling_rate": rate, "ci_low": low,
+                     "ci_high": high, "participants": len(people), "trials": int(counts.sum())})
     per_image = {}
     for t in scored:
         entry = per_image.setdefault((t["method"], t["stem"]), [0, 0])
@@ -112,8 +113,7 @@ def plot(rows: list[dict], protocol: str, path: Path) -> None:
     rates = np.array([r["fooling_rate"] for r in rows]) * 100
     errors = np.nan_to_num(np.array([[r["fooling_rate"] - r["ci_low"], r["ci_high"] - r["fooling_rate"]]
                                      for r in rows]).T * 100)  # no interval (one participant): no bar
-    ax.bar(x, rates, yerr=errors, capsize=5, color=["#888" if r["method"].startswith("real vs") else "#3a7"
-                                                     for r in rows])
+    ax.bar(x, rates, yerr=errors, capsize=5, color=["#888" if r["control"] else "#3a7" for r in rows])
     if protocol == "2afc":
         ax.axhline(50, color="k", lw=0.8, ls="--", label="chance (50%)")
         ax.legend(loc="upper right", fontsize=8)
@@ -139,7 +139,8 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
     out = directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "methods.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["method", "fooling_rate", "ci_low", "ci_high", "participants", "trials"])
+        writer = csv.DictWriter(f, ["method", "control", "fooling_rate", "ci_low", "ci_high", "participants",
+                                    "trials"])
         writer.writeheader()
         writer.writerows(rows)
     with open(out / "images.csv", "w", newline="") as f:
