@@ -289,7 +289,7 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
             browser.close()
     finally:
         server.should_exit = True
-    assert all(300 - 20 <= s <= 300 + 200 for s in shown), shown  # display_ms=300, a few frames of slack
+    assert all(300 - 20 <= s <= 300 + 250 for s in shown), shown  # display_ms=300; slack for a busy 2-core CI
     with engine.connect() as conn:
         rows = conn.execute(sa.select(db.answers).order_by(db.answers.c.position)).all()
         sides = [t.fake_slot for t in conn.execute(sa.select(db.trials).order_by(db.trials.c.position))]
