@@ -1,7 +1,7 @@
 """The README's human-study example: a study whose participants are SIMULATED, screenshots of the page.
 
     python docs/study_example.py CKPT [CKPT ...] [--out docs/results/study] [--participants 24]
-        [--fooled 0.15,0.35] [--seed 0]
+        [--fooled 0.32,0.21] [--seed 0]
 
 Creates a 2AFC study of the checkpoints (in a temporary root), serves it on 127.0.0.1, takes headless
 Chromium screenshots of the participant's page (instructions, the pair on screen, the question,
@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results/study"))
     parser.add_argument("--participants", type=int, default=24)
-    parser.add_argument("--fooled", default="0.15,0.35", help="per checkpoint, comma-separated")
+    parser.add_argument("--fooled", default="0.32,0.21",
+                        help="per checkpoint in the order given, comma-separated (default: Zhang 2016's published "
+                             "rates for the full method and for L2 regression)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     fooled = [float(x) for x in args.fooled.split(",")]
@@ -96,7 +98,8 @@ def main() -> None:
     engine = db.connect(f"sqlite:///{directory / 'study.db'}")
     service = StudyService(engine, "example", directory)
     methods = {m.id: m.name for m in service.methods.values()}
-    p_fooled = dict(zip([m.name for m in service.methods.values() if not m.is_control], fooled, strict=True))
+    in_checkpoint_order = sorted((m for m in service.methods.values() if not m.is_control), key=lambda m: m.id)
+    p_fooled = dict(zip([m.name for m in in_checkpoint_order], fooled, strict=True))
     server, url = start(make_app(service), limit_concurrency=256)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
