@@ -25,7 +25,7 @@ from torch import nn
 from colorlab.colorize import PhotoColorizer
 from colorlab.config import compose
 from colorlab.hints import Hint
-from colorlab.models import build_model, load_colorizer
+from colorlab.models import build_model, load_colorizer, placeholder_prior
 
 TARGET_MS = 150.0
 
@@ -89,7 +89,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = load_colorizer(args.ckpt) if args.ckpt else build_model(compose("hints_unet", []), with_data=False).eval()
+    if args.ckpt:
+        model = load_colorizer(args.ckpt)
+    else:  # random weights: what is timed does not depend on them
+        cfg = compose("hints_unet", [])
+        model = build_model(cfg, placeholder_prior(cfg)).eval()
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     hints = [Hint(float(x), float(y), (float(a), float(b)))

@@ -28,6 +28,7 @@ from colorlab.config import compose
 from colorlab.data.datamodule import add_lab
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
+from colorlab.prior import load_or_compute_prior
 
 DEFAULT_EXPERIMENTS = ("hints_unet",)
 # On the CPU the network dominates both steps, so the anchor's Python loop is mostly hidden: the CPU
@@ -101,7 +102,7 @@ def build(experiment: str, size: int | None, device: str, tmp: str, extra: list[
     cfg = compose(experiment, overrides)
     if size is not None and cfg.choices.get("net") == "eccv16" and size >= 256:
         cfg = compose(experiment, overrides + ["net.width=64"])
-    model = build_model(cfg).to(device).train()
+    model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).to(device).train()
     model.log = lambda *a, **k: None  # outside a Trainer
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt

@@ -21,6 +21,7 @@ from colorlab.config import compose
 from colorlab.data import add_lab
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
+from colorlab.prior import load_or_compute_prior
 
 TARGET_RATIO = 1.15
 
@@ -31,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose("unet_bins", [f"prior.cache_dir={tmp}", "prior.max_images=256", "data.num_workers=0"])
-        model = build_model(cfg).train()
+        model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).train()
     dataset = SyntheticScenes(64, 32, 0, "train")
     batch = add_lab({"rgb": torch.stack([dataset[i]["rgb"] for i in range(32)])})
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from colorlab.config import compose
-from colorlab.models import build_model
+from colorlab.models import build_model, placeholder_prior
 from colorlab.video.__main__ import read_clip, write_clip
 from colorlab.video.evaluate import colorize_clip, propagate_clip
 
@@ -24,7 +24,8 @@ FRAMES, SIZE = 16, 256
 
 
 def run(name: str, src: Path, dst: Path) -> float:
-    model = build_model(compose(name, [f"data.size={SIZE}"]), with_data=False).eval()
+    cfg = compose(name, [f"data.size={SIZE}"])
+    model = build_model(cfg, placeholder_prior(cfg)).eval()
     start = time.perf_counter()
     frames, rate = read_clip(src, 4096)
     rgb = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

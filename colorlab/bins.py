@@ -175,16 +175,79 @@ def smooth_prior(counts: Tensor, centers: Tensor, sigma: float = 5.0) -> Tensor:
     return kernel @ p
 
 
-def rebalance_weights(prior: Tensor, lam: float) -> Tensor:
-    """w ∝ ((1 - λ) p + λ / Q)^-1, normalised so that sum_q p_q w_q = 1.
+REBALANCE_UNIFORMS = ("all", "observed")
 
-    λ = 1: uniform weights (no rebalancing); λ = 0: w ∝ 1/p (full rebalancing).
+
+def rebalance_weights(prior: Tensor, lam: float, uniform: str = "all") -> Tensor:
+    """w ∝ ((1 - λ) p + λ u)^-1, normalised so that sum_q p_q w_q = 1.
+
+    λ = 1: uniform weights (no rebalancing); λ = 0: w ∝ 1/p (full rebalancing; inf where p = 0).
+    ``uniform`` says which uniform distribution u is mixed in:
+    - ``all``: 1/Q over all Q bins (the paper's Eq. 4);
+    - ``observed``: 1/Q' over the Q' bins with non-zero prior, 0 elsewhere (the released Caffe
+      code's ``PriorFactor``). There an unobserved bin would get 1/0; it gets the limit of an observed
+      bin whose prior goes to 0, Q'/λ before normalisation (the largest weight any bin can have).
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1]. Got {lam}")
+    if uniform not in REBALANCE_UNIFORMS:
+        raise ValueError(f"rebalance_uniform must be one of {REBALANCE_UNIFORMS}. Got {uniform!r}")
     p = prior.double()
-    w = 1.0 / ((1.0 - lam) * p + lam / len(p))
-    return (w / (p * w).sum()).to(prior.dtype)
+    if uniform == "all":
+        w = 1.0 / ((1.0 - lam) * p + lam / len(p))
+    else:
+        observed = p > 0
+        n_observed = int(observed.sum())
+        w = torch.where(observed, 1.0 / ((1.0 - lam) * p + lam / n_observed), n_observed / lam if lam else torch.inf)
+    expectation = torch.where(p > 0, p * w, 0.0).sum()  # bins with p = 0 add nothing, also where w = inf (λ = 0)
+    return (w / expectation).to(prior.dtype)
+
+
+# --- targets below full resolution -------------------------------------------------------------
+TARGET_SAMPLINGS = ("subsample", "average_colors", "average_encodings")
+
+
+def _block_shape(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The side (sh, sw) of the blocks that tile ``shape`` (H, W) into ``size`` (h, w) cells."""
+    (height, width), (h, w) = shape, size
+    if h < 1 or w < 1 or height % h or width % w:
+        raise ValueError(f"targets at {h}x{w} need an input whose sides are multiples of them. Got {height}x{width}")
+    return height // h, width // w
+
+
+def block_colors(ab: Tensor, size: tuple[int, int], sampling: str) -> Tensor:
+    """One colour per block: ab (B, C, H, W) -> (B, C, h, w) for blocks of (H/h) x (W/w) pixels.
+
+    - ``subsample``: the block's top-left pixel, as Zhang's released code (Caffe's ``data_ab_ss``, a
+      1x1 convolution of weight 1 and stride 4; colorization-pytorch's ``real_B[:, :, ::4, ::4]``);
+    - ``average_colors``: the block's mean colour (a blend that may lie in a bin no pixel occupies).
+    """
+    if sampling not in TARGET_SAMPLINGS[:2]:
+        raise ValueError(f"block_colors takes {TARGET_SAMPLINGS[:2]}. Got {sampling!r}")
+    sh, sw = _block_shape(tuple(ab.shape[-2:]), tuple(size))
+    if sh == sw == 1:
+        return ab
+    if sampling == "subsample":
+        return ab[..., ::sh, ::sw]
+    return F.adaptive_avg_pool2d(ab, size)
+
+
+def block_average(idx: Tensor, weights: Tensor, n_classes: int, size: tuple[int, int]) -> Tensor:
+    """Per-pixel distributions in sparse form, averaged over blocks (``average_encodings``).
+
+    idx (B, k, H, W) long class indices and weights (B, k, H, W) (each pixel's k weights sum to 1)
+    -> dense distributions (B, n_classes, h, w), each the mean of its block's (H/h) x (W/w) pixels.
+    """
+    b, _, height, width = idx.shape
+    sh, sw = _block_shape((height, width), tuple(size))
+    h, w = size
+    rows = torch.arange(height, device=idx.device) // sh
+    cols = torch.arange(width, device=idx.device) // sw
+    cell = rows[:, None] * w + cols[None, :]  # (H, W): the block of each pixel
+    image = torch.arange(b, device=idx.device)[:, None, None, None]
+    flat = (image * n_classes + idx) * (h * w) + cell  # (B, k, H, W) index into (B, n_classes, h, w)
+    out = weights.new_zeros(b * n_classes * h * w).index_add_(0, flat.flatten(), weights.flatten())
+    return out.view(b, n_classes, h, w) / (sh * sw)
 
 
 # --- decoding ----------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
     rows, grid_lab = {}, None
     names = [m.config["experiment"] for m in models]
     for name, model in zip(names, models, strict=True):
-        metrics = ColorMetrics()
+        metrics = ColorMetrics(model.val_metrics.auc.prior)  # its training prior: auc_rebalanced
         for i, batch in enumerate(tqdm(datamodule.val_dataloader(), desc=name, disable=None)):
             batch = add_lab(batch)
             lab_pred = predict_lab(model, batch)
@@ -59,9 +59,10 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
     columns.append(("ground truth", grid_lab["ground truth"]))
     out.mkdir(parents=True, exist_ok=True)
     save_png(labelled_grid(columns), out / "compare.png")
-    keys = list(next(iter(rows.values())))
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))  # a metric one model lacks: "—"
     table = ["| experiment | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    table += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |" for name, row in rows.items()]
+    table += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" if k in row else "—" for k in keys) + " |"
+              for name, row in rows.items()]
     (out / "compare.md").write_text("\n".join(table) + "\n")
     return rows
 

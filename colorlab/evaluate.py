@@ -88,8 +88,9 @@ def evaluate(model, cfg: DictConfig) -> dict:
     if any(n < 0 for n in hint_counts) or cfg.evaluate.hint_patch < 1:
         raise ConfigError(f"evaluate.hints must be >= 0 and evaluate.hint_patch >= 1. Got {hint_counts}, "
                           f"{cfg.evaluate.hint_patch}")
-    hinted = {n: ColorMetrics().to(device) for n in hint_counts}
-    metrics = {name: ColorMetrics().to(device) for name in decodings}
+    prior = model.val_metrics.auc.prior  # the training data's prior, saved in the checkpoint: auc_rebalanced
+    hinted = {n: ColorMetrics(prior).to(device) for n in hint_counts}
+    metrics = {name: ColorMetrics(prior).to(device) for name in decodings}
     factories = optional_metrics(cfg)
     extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
     samples: dict[str, torch.Tensor] = {}

@@ -81,6 +81,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
     from colorlab.embed import EmbedWeightsError, attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
+    from colorlab.prior import load_or_compute_prior
 
     if os.environ.get(TRIAL_ENV):  # a trial of an offline sweep: report the metric per epoch (pruning)
         from colorlab.sweep.pruning import callbacks_from_env
@@ -91,8 +92,10 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
         datamodule.setup("fit")
+        # data flows one way: files -> DataModule -> statistics (the ab prior, cached) -> model
+        prior = load_or_compute_prior(cfg, datamodule)["counts"]
         attach_embeddings(datamodule, cfg)  # global features, computed once per image and cached
-        model = build_model(cfg)
+        model = build_model(cfg, prior)
         check_input_size(model, cfg.data.size)
         if resume_from:
             check_architecture(resume_from, model)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from colorlab.bins import gamut_centers, hard_encode
+from colorlab.bins import gamut_centers, hard_encode, rebalance_weights
 from colorlab.color import lab_to_uint8
 
 AUC_MAX_THRESHOLD = 150  # Zhang et al. 2016: ab error thresholds 0, 1, ..., 150
@@ -44,18 +44,32 @@ class ErrorCurveAuC(Metric):
     """Area under the cumulative per-pixel ab error curve (Zhang et al. 2016), raw and rebalanced.
 
     For thresholds t = 0, 1, ..., 150 (Lab units), the curve is the fraction of pixels whose ab
-    error is <= t; AuC is its mean over the 151 thresholds, in [0, 1] (1: every pixel exact; a
-    constant error d gives (150 - ceil(d) + 1) / 151). The rebalanced variant averages the curve
-    of each ground-truth colour bin (313 in-gamut bins) with equal weight, so rare colours count
-    as much as common ones. States are per-bin histograms, summed across DDP ranks.
+    error is <= t. ``auc`` is its mean over the 151 thresholds, in [0, 1] (1: every pixel exact; a
+    constant error d gives (150 - ceil(d) + 1) / 151). The paper integrates the curve over [0, 150]
+    and divides by 150 instead; for a curve that rises from c(0) to c(150) = 1 the trapezoid integral
+    exceeds the 151-point mean by (auc - 1/2 - c(0)/2) / 150 (about 0.003 at auc = 0.95): see
+    docs/reference.md for the difference measured on the embedded data.
+
+    ``auc_rebalanced`` is Zhang's class-rebalanced AuC: each pixel weighted by the inverse of the
+    *training* prior ``prior`` (Q,) at its ground-truth bin (Eq. 4 with λ = 0), normalised so that the
+    weights' expectation under the prior is 1; the curve is the weighted fraction of pixels within t.
+    Pixels whose bin has prior 0 (colours never seen in training) get weight 0. Without a prior (None,
+    or all zeros: a checkpoint written before colorlab stored one) it is left out.
+    ``auc_per_bin`` (colorlab's earlier "rebalanced" AuC) averages the curves of the ground-truth bins
+    of the *evaluated* images with equal weight, so a bin with a handful of pixels counts as much as
+    the sky. States are per-bin histograms, summed across DDP ranks.
     """
 
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, prior: Tensor | None = None, **kwargs):
         super().__init__(**kwargs)
         self.register_buffer("centers", gamut_centers(), persistent=False)
         n_bins, n_steps = len(self.centers), AUC_MAX_THRESHOLD + 2  # last column: error > 150
+        if prior is not None and prior.shape != (n_bins,):
+            raise ValueError(f"the AuC's prior must have shape ({n_bins},) (Zhang's in-gamut bins). "
+                             f"Got {tuple(prior.shape)}")
+        self.register_buffer("prior", torch.zeros(n_bins, dtype=torch.float64) if prior is None else prior.double())
         self.add_state("histogram", torch.zeros(n_bins, n_steps, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, ab_pred: Tensor, ab_true: Tensor) -> None:
@@ -71,22 +85,28 @@ class ErrorCurveAuC(Metric):
         totals = self.histogram.sum(dim=1)
         raw = (cumulative.sum(dim=0) / totals.sum().clamp_min(1)).mean()
         seen = totals > 0
-        rebalanced = (cumulative[seen] / totals[seen, None]).mean(dim=0).mean()
-        return {"auc": raw.float(), "auc_rebalanced": rebalanced.float()}
+        per_bin = (cumulative[seen] / totals[seen, None]).mean(dim=0).mean()
+        out = {"auc": raw.float(), "auc_per_bin": per_bin.float()}
+        if self.prior.sum() > 0:
+            weights = rebalance_weights(self.prior, 0.0).nan_to_num(posinf=0.0)  # 1/p, E_p[w] = 1; p = 0: 0
+            curve = (weights[:, None] * cumulative).sum(dim=0) / (weights * totals).sum().clamp_min(1e-12)
+            out["auc_rebalanced"] = curve.mean().float()
+        return out
 
 
 class ColorMetrics(nn.Module):
     """Validation metrics accumulated over batches and synchronised across DDP ranks.
 
     update(lab_pred, lab_true, bimodal=None): Lab (B, 3, H, W) of prediction and truth (same L);
-    ``bimodal`` (B, 1, H, W) bool marks the synthetic data's two-colour shapes.
+    ``bimodal`` (B, 1, H, W) bool marks the synthetic data's two-colour shapes. ``prior`` (313,): the
+    training data's ab prior, for ``auc_rebalanced`` (see ErrorCurveAuC).
     """
 
-    def __init__(self):
+    def __init__(self, prior: Tensor | None = None):
         super().__init__()
         self.psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.ssim = StructuralSimilarityIndexMeasure(data_range=255.0)  # 11x11 Gaussian window
-        self.auc = ErrorCurveAuC()
+        self.auc = ErrorCurveAuC(prior)
         names = ("ab_error", "ab_error_gray", "colorfulness", "colorfulness_true", "chroma",
                  "chroma_bimodal", "chroma_bimodal_true")
         self.means = nn.ModuleDict({name: MeanMetric() for name in names})

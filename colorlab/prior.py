@@ -39,32 +39,33 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def stream_histograms(cfg: DictConfig, centers: Tensor) -> tuple[Tensor, int]:
-    """Per-image bin counts (N, Q) over the training split (gray images left out), and N streamed."""
+def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Tensor, int]:
+    """Per-image bin counts (N, Q) over the training split of a set-up DataModule (gray images left
+    out), and N streamed. The global random state is left as it was: whether the prior is computed
+    or read from the cache changes nothing in the run that follows."""
     from torch.utils.data import DataLoader
 
-    from colorlab.data import ColorDataModule
+    from colorlab.data import add_lab
 
-    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
-    datamodule.setup("fit")
     dataset = datamodule.train_set
     n_images = min(len(dataset), cfg.prior.max_images)
     subset = torch.utils.data.Subset(dataset, range(n_images))
-    loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     device = _device()
     centers = centers.to(device)
     histograms = []
-    for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
-        batch = datamodule.on_after_batch_transfer({"rgb": batch["rgb"].to(device)}, 0)
-        ab = batch["ab"] * AB_NORM
-        ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
-        histograms.append(bin_counts(ab, centers).float().cpu())
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+        for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
+            ab = add_lab({"rgb": batch["rgb"].to(device)})["ab"] * AB_NORM  # the DataModule's own conversion
+            ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
+            histograms.append(bin_counts(ab, centers).float().cpu())
     return torch.cat(histograms), n_images
 
 
-def load_or_compute_prior(cfg: DictConfig) -> dict:
+def load_or_compute_prior(cfg: DictConfig, datamodule=None) -> dict:
     """{'counts': (Q,) float64, 'histograms': (N, Q) per image, 'centers': (Q, 2), 'images': N,
-    'path': cache file}; cached on disk.
+    'path': cache file} of the training split of ``datamodule`` (set up), or of the DataModule that
+    ``cfg.data`` describes when None; cached on disk, keyed by the data settings.
 
     The cache file is written atomically (temporary file + rename), so a process never reads a
     half-written prior, also when several DDP ranks start at once.
@@ -73,8 +74,13 @@ def load_or_compute_prior(cfg: DictConfig) -> dict:
     if path.is_file():
         cached = torch.load(path, weights_only=True)
         return {**cached, "path": path}
+    if datamodule is None:
+        from colorlab.data import ColorDataModule
+
+        datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+        datamodule.setup("fit")
     centers = gamut_centers(cfg.prior.grid)
-    histograms, n_images = stream_histograms(cfg, centers)
+    histograms, n_images = stream_histograms(datamodule, cfg, centers)
     counts = histograms.double().sum(dim=0)
     if counts.sum() == 0:
         raise ValueError(f"the training split of data={cfg.data.name} has no colour pixels: cannot estimate a prior")

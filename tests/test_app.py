@@ -147,9 +147,10 @@ def test_page_in_headless_chromium(server, photo, tmp_path):
 def untrained(tmp_path_factory):
     """The app over an untrained hints_unet (only the refusals matter here): its base URL."""
     from colorlab.config import compose
-    from colorlab.models import build_model
+    from colorlab.models import build_model, placeholder_prior
 
-    model = build_model(compose("hints_unet", ["data.size=32", "net.width=8"]), with_data=False).eval()
+    cfg = compose("hints_unet", ["data.size=32", "net.width=8"])
+    model = build_model(cfg, placeholder_prior(cfg)).eval()
     httpd, url = start(serve(PhotoColorizer(model), max_upload_mb=LIMIT_MB, max_megapixels=MEGAPIXELS))
     yield url
     httpd.should_exit = True

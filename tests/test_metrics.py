@@ -73,10 +73,10 @@ def test_auc_is_one_for_the_truth_and_analytic_for_a_constant_offset():
     auc.update(ab_true + torch.tensor([18.0, 24.0]).view(1, 2, 1, 1), ab_true)  # |offset| = 30 exactly
     out = auc.compute()
     assert out["auc"].item() == pytest.approx((150 - 30 + 1) / 151)
-    assert out["auc_rebalanced"].item() == pytest.approx((150 - 30 + 1) / 151)
+    assert out["auc_per_bin"].item() == pytest.approx((150 - 30 + 1) / 151)
 
 
-def test_rebalanced_auc_weights_every_colour_bin_equally():
+def test_per_bin_auc_weights_every_colour_bin_equally():
     from colorlab.metrics import ErrorCurveAuC
 
     ab_true = torch.zeros(1, 2, 10, 10)
@@ -88,7 +88,7 @@ def test_rebalanced_auc_weights_every_colour_bin_equally():
     out = out.compute()
     rare = (150 - 100 + 1) / 151
     assert out["auc"].item() == pytest.approx((99 * 1.0 + rare) / 100)
-    assert out["auc_rebalanced"].item() == pytest.approx((1.0 + rare) / 2)
+    assert out["auc_per_bin"].item() == pytest.approx((1.0 + rare) / 2)
 
 
 def test_color_metrics_ssim_matches_scikit_image():

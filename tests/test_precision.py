@@ -7,6 +7,7 @@ from colorlab.config import compose
 from colorlab.data import add_lab
 from colorlab.fit import train
 from colorlab.models import build_model
+from colorlab.prior import load_or_compute_prior
 
 EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 
@@ -14,7 +15,8 @@ EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("experiment", ["regression_l2", "bins1d", "eccv16_full", "unet_bins", "hints_unet"])
 def test_autocast_on_black_and_saturated_images(experiment, dtype, tiny_overrides):
-    model = build_model(compose(experiment, tiny_overrides))
+    cfg = compose(experiment, tiny_overrides)
+    model = build_model(cfg, load_or_compute_prior(cfg)["counts"])
     rgb = torch.tensor(EXTREMES, dtype=torch.uint8).view(-1, 3, 1, 1).expand(-1, 3, 32, 32).contiguous()
     with torch.autocast("cpu", dtype=dtype):  # as Lightning's bf16-mixed / 16-mixed do around the step
         batch = add_lab({"rgb": rgb})

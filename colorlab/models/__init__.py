@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
+from colorlab.bins import gamut_centers, smooth_prior
 from colorlab.config import override
 from colorlab.embed import OUTPUT_DIMS
 from colorlab.hints import HintSampling
@@ -15,6 +17,9 @@ from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
 from colorlab.nets import build_net
 
+ZHANG_GRID = 10.0  # the ab grid of Zhang's 313 bins
+AUC_PRIOR_KEY = "val_metrics.auc.prior"
+
 FORMULATIONS: dict[str, type[Colorizer]] = {
     "regression": RegressionColorizer,
     "bins1d": Bins1DColorizer,
@@ -22,16 +27,31 @@ FORMULATIONS: dict[str, type[Colorizer]] = {
 }
 
 
-def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
+def placeholder_prior(cfg: DictConfig) -> Tensor:
+    """Pixel counts of the right shape (uniform) for building a model whose checkpoint then fills its
+    centres, prior and weights."""
+    return torch.ones(len(gamut_centers(cfg.prior.grid)), dtype=torch.float64)
+
+
+def build_model(cfg: DictConfig, prior: Tensor) -> Colorizer:
     """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``.
 
-    with_data=False skips what needs the dataset (a bin prior): for loading a checkpoint.
+    ``prior``: the training data's pixel counts (Q,) per in-gamut ab bin (``gamut_centers(cfg.prior.grid)``),
+    computed on the data side (colorlab.prior.load_or_compute_prior) or ``placeholder_prior(cfg)`` when a
+    checkpoint's state_dict will fill what derives from it. Bin formulations take their centres and prior
+    from it; every formulation takes its smoothed form for ``val/auc_rebalanced``.
     """
+    centers = gamut_centers(cfg.prior.grid)
+    if prior.shape != (len(centers),):
+        raise ValueError(f"prior must hold one count per in-gamut bin of prior.grid={cfg.prior.grid}, shape "
+                         f"({len(centers)},). Got {tuple(prior.shape)}")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     name = model_cfg.pop("name")
     if name not in FORMULATIONS:
         raise ValueError(f"model.name={name!r} is not a formulation; valid: {sorted(FORMULATIONS)}")
     cls = FORMULATIONS[name]
+    # the rebalanced AuC is defined on Zhang's 313 bins (prior.grid=10)
+    data_prior = smooth_prior(prior, centers, cfg.prior.sigma) if cfg.prior.grid == ZHANG_GRID else None
     net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
     if cfg.embed.enabled:
         if "embed_dim" not in net_cfg:
@@ -43,7 +63,7 @@ def build_model(cfg: DictConfig, with_data: bool = True) -> Colorizer:
         net_cfg["in_channels"] = net_cfg.get("in_channels", 1) + 3  # + hint ab (2) + hint mask (1)
     net = build_net(out_channels=cls.net_out_channels(**model_cfg), **net_cfg)
     model = cls(net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **model_cfg,
-                **cls.prepare(cfg, with_data))
+                data_prior=data_prior, **cls.from_data_prior(cfg, prior))
     model.config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.hints.enabled:
         model.hint_sampling = HintSampling(**hints)
@@ -67,6 +87,10 @@ def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -
     if not isinstance(checkpoint, dict) or checkpoint.get("colorlab_config") is None:
         raise ValueError(f"{path} is not a colorlab checkpoint (no 'colorlab_config' entry)")
     # keys added to colorlab after the checkpoint was written take their defaults
-    model = build_model(override(OmegaConf.create(checkpoint["colorlab_config"]), []), with_data=False)
-    model.load_state_dict(checkpoint["state_dict"])
+    cfg = override(OmegaConf.create(checkpoint["colorlab_config"]), [])
+    model = build_model(cfg, placeholder_prior(cfg))
+    state = checkpoint["state_dict"]
+    if AUC_PRIOR_KEY not in state:  # written before checkpoints held the data prior: no auc_rebalanced
+        state = {**state, AUC_PRIOR_KEY: torch.zeros_like(model.val_metrics.auc.prior)}
+    model.load_state_dict(state)
     return model.eval()

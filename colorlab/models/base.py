@@ -1,8 +1,9 @@
 """The base LightningModule that every loss formulation extends.
 
 A formulation supplies how many maps its network outputs (``net_out_channels``), its loss on
-the network output, how it decodes that output to ab, and optionally what it needs from the data
-(``prepare``). Everything else —
+the network output, how it decodes that output to ab, and optionally what it derives from the
+training data's ab statistics (``from_data_prior``; the statistics come from the data side, see
+colorlab.models.build_model). Everything else —
 the training and validation loops, metrics, sample grids, optimiser and schedule — is here.
 """
 
@@ -73,14 +74,17 @@ class Colorizer(pl.LightningModule):
     (B, 4, H, W) (colorlab/hints.py): training draws synthetic hints for every batch; validation
     metrics are those with no hints (comparable with every other experiment), plus
     ``val/psnr_hinted`` with hints drawn from the same scheme, seeded per batch.
+
+    ``data_prior`` (313,): the training data's smoothed ab prior over Zhang's in-gamut bins, which weights
+    ``val/auc_rebalanced`` (None: unknown, that metric is left out).
     """
 
-    def __init__(self, net: nn.Module, optim: dict, n_samples: int = 8):
+    def __init__(self, net: nn.Module, optim: dict, n_samples: int = 8, data_prior: Tensor | None = None):
         super().__init__()
         if optim.get("scheduler", "none") not in SCHEDULERS:
             raise ValueError(f"optim.scheduler must be one of {SCHEDULERS}. Got {optim['scheduler']!r}")
         self.net, self.optim, self.n_samples = net, dict(optim), n_samples
-        self.val_metrics = ColorMetrics()
+        self.val_metrics = ColorMetrics(data_prior)
         # hint models only: PSNR on 8-bit RGB with synthetic hints (ColorMetrics' PSNR has none)
         self.hinted_psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.config: dict | None = None  # the resolved run config, stored in checkpoints
@@ -94,9 +98,9 @@ class Colorizer(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def prepare(cls, cfg, with_data: bool) -> dict:
-        """Constructor arguments derived from the data (e.g. a bin prior); placeholders of the
-        right shape when ``with_data`` is False, for a checkpoint's state_dict to fill."""
+    def from_data_prior(cls, cfg, counts: Tensor) -> dict:
+        """Constructor arguments derived from the training data's pixel counts (Q,) per in-gamut bin
+        (e.g. bin centres and a smoothed prior)."""
         return {}
 
     def loss(self, out: Tensor, batch: dict) -> Tensor:

@@ -10,8 +10,11 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from colorlab.bins import (
+    TARGET_SAMPLINGS,
     annealed_mean_1d,
     annealed_mean_logits,
+    block_average,
+    block_colors,
     centers_1d,
     encode_1d,
     entropy,
@@ -29,6 +32,16 @@ from colorlab.models.base import Colorizer
 BIN_SOURCES = ("gamut", "frequent")
 
 
+def check_target_sampling(target_sampling: str) -> None:
+    if target_sampling not in TARGET_SAMPLINGS:
+        raise ValueError(f"model.target_sampling must be one of {TARGET_SAMPLINGS}. Got {target_sampling!r}")
+
+
+def hard_targets(idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Class indices (B, H, W) as one-hot targets in sparse form: (indices (B, 1, H, W), weights 1)."""
+    return idx[:, None], torch.ones(idx[:, None].shape, device=idx.device)
+
+
 def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Average-pool down by an integer factor, or bilinear up, to ``size``."""
     if x.shape[-2:] == size:
@@ -41,8 +54,8 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 class BinsColorizer(Colorizer):
     """Shared by the bin formulations: decoding at a temperature, entropy and mode metrics."""
 
-    def __init__(self, net, optim: dict, temperature: float, n_samples: int = 8):
-        super().__init__(net, optim, n_samples)
+    def __init__(self, net, optim: dict, temperature: float, n_samples: int = 8, data_prior: Tensor | None = None):
+        super().__init__(net, optim, n_samples, data_prior)
         if temperature < 0:
             raise ValueError(f"model.temperature must be >= 0 (0 decodes the mode). Got {temperature}")
         self.temperature = temperature
@@ -79,12 +92,15 @@ class BinsColorizer(Colorizer):
 class Bins1DColorizer(BinsColorizer):
     """a and b each classified into ``n_bins`` equal bins over [-110, 110]; cross-entropy per channel.
 
-    Network output: (B, 2K, h, w), the K logits of a then the K logits of b.
+    Network output: (B, 2K, h, w), the K logits of a then the K logits of b; below full resolution the
+    targets of each block follow ``target_sampling`` (colorlab.bins.TARGET_SAMPLINGS).
     """
 
-    def __init__(self, net, optim: dict, n_bins: int = 20, temperature: float = 0.38, n_samples: int = 8):
-        super().__init__(net, optim, temperature, n_samples)
-        self.n_bins = n_bins
+    def __init__(self, net, optim: dict, n_bins: int = 20, temperature: float = 0.38,
+                 target_sampling: str = "average_colors", n_samples: int = 8, data_prior: Tensor | None = None):
+        super().__init__(net, optim, temperature, n_samples, data_prior)
+        check_target_sampling(target_sampling)
+        self.n_bins, self.target_sampling = n_bins, target_sampling
         self.register_buffer("centers", centers_1d(n_bins))
 
     @classmethod
@@ -96,9 +112,14 @@ class Bins1DColorizer(BinsColorizer):
         return out.float().view(b, 2, self.n_bins, h, w)  # (B, channel, K, h, w)
 
     def loss(self, out: Tensor, batch: dict) -> Tensor:
-        ab = resize_to(batch["ab"], out.shape[-2:]) * AB_NORM
-        targets = encode_1d(ab, self.n_bins)  # (B, 2, h, w)
-        return F.cross_entropy(self._logits(out).transpose(1, 2), targets)
+        size = tuple(out.shape[-2:])
+        if self.target_sampling == "average_encodings":  # each channel's one-hot bins averaged over the block
+            b = out.shape[0]
+            idx, weights = hard_targets(encode_1d(batch["ab"] * AB_NORM, self.n_bins).flatten(0, 1))  # (2B, 1, H, W)
+            targets = block_average(idx, weights, self.n_bins, size).view(b, 2, self.n_bins, *size)
+            return -(targets * F.log_softmax(self._logits(out), dim=2)).sum(dim=2).mean()
+        targets = encode_1d(block_colors(batch["ab"], size, self.target_sampling) * AB_NORM, self.n_bins)
+        return F.cross_entropy(self._logits(out).transpose(1, 2), targets)  # targets (B, 2, h, w)
 
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
         return annealed_mean_1d(out.float(), self.n_bins, temperature) / AB_NORM
@@ -116,7 +137,8 @@ class Bins1DColorizer(BinsColorizer):
 
 class Bins2DColorizer(BinsColorizer):
     """Joint ab bins: soft (or one-hot) targets, cross-entropy weighted per pixel by the
-    rebalancing weight of the target's nearest bin, computed at 1/``loss_stride`` resolution.
+    rebalancing weight of the target's most likely bin, computed at 1/``loss_stride`` resolution,
+    one target per block of ``loss_stride`` x ``loss_stride`` pixels (``target_sampling``).
 
     Buffers (saved in checkpoints, identical on every DDP rank): ``centers`` (Q, 2) Lab units,
     ``prior`` (Q,) and ``weights`` (Q,) with sum(prior * weights) = 1.
@@ -124,14 +146,19 @@ class Bins2DColorizer(BinsColorizer):
 
     def __init__(self, net, optim: dict, centers: Tensor, prior: Tensor, bins: str = "gamut",
                  n_bins: int = 313, lam: float = 0.5, k: int = 5, sigma: float = 5.0, soft: bool = True,
-                 rebalance: bool = True, temperature: float = 0.38, loss_stride: int = 4, n_samples: int = 8):
-        super().__init__(net, optim, temperature, n_samples)
+                 rebalance: bool = True, rebalance_uniform: str = "all", temperature: float = 0.38,
+                 loss_stride: int = 4, target_sampling: str = "average_colors", n_samples: int = 8,
+                 data_prior: Tensor | None = None):
+        super().__init__(net, optim, temperature, n_samples, data_prior)
         if loss_stride < 1:
             raise ValueError(f"model.loss_stride must be >= 1. Got {loss_stride}")
+        check_target_sampling(target_sampling)
         self.k, self.sigma, self.soft, self.loss_stride = k, sigma, soft, loss_stride
+        self.target_sampling = target_sampling
         self.register_buffer("centers", centers.float())
         self.register_buffer("prior", prior.float())
-        weights = rebalance_weights(prior.double(), lam) if rebalance else torch.ones(len(prior), dtype=torch.float64)
+        weights = rebalance_weights(prior.double(), lam, rebalance_uniform) if rebalance \
+            else torch.ones(len(prior), dtype=torch.float64)
         self.register_buffer("weights", weights.float())
 
     @classmethod
@@ -139,39 +166,48 @@ class Bins2DColorizer(BinsColorizer):
         return len(gamut_centers()) if bins == "gamut" else n_bins
 
     @classmethod
-    def prepare(cls, cfg: DictConfig, with_data: bool) -> dict:
-        """Centres and prior from the (cached) dataset prior; placeholders when loading a checkpoint."""
+    def from_data_prior(cls, cfg: DictConfig, counts: Tensor) -> dict:
+        """Centres and prior from the training data's pixel counts (Q,) over ``gamut_centers(cfg.prior.grid)``:
+        all in-gamut bins, or the ``n_bins`` most frequent with every other colour folded onto its nearest
+        kept bin; the prior smoothed with ``cfg.prior.sigma``."""
         model = cfg.model
         if model.bins not in BIN_SOURCES:
             raise ValueError(f"model.bins must be one of {BIN_SOURCES}. Got {model.bins!r}")
         all_centers = gamut_centers(cfg.prior.grid)
-        q = len(all_centers) if model.bins == "gamut" else model.n_bins
-        if not with_data:
-            return {"centers": torch.zeros(q, 2), "prior": torch.full((q,), 1.0 / q)}
-        from colorlab.prior import load_or_compute_prior
-
-        counts = load_or_compute_prior(cfg)["counts"]
         if model.bins == "gamut":
             return {"centers": all_centers, "prior": smooth_prior(counts, all_centers, cfg.prior.sigma)}
         kept = frequent_centers(all_centers, smooth_prior(counts, all_centers, cfg.prior.sigma), model.n_bins)
         # colours outside the kept set belong to their nearest kept bin
         nearest = hard_encode(all_centers.T[None, :, :, None], kept).flatten()
-        kept_counts = torch.zeros(len(kept), dtype=torch.float64).index_add_(0, nearest, counts)
+        kept_counts = torch.zeros(len(kept), dtype=torch.float64).index_add_(0, nearest, counts.double())
         return {"centers": kept, "prior": smooth_prior(kept_counts, kept, cfg.prior.sigma)}
+
+    def encode(self, ab: Tensor) -> tuple[Tensor, Tensor]:
+        """ab (B, 2, H, W) Lab units -> targets in sparse form (indices, weights) (B, k, H, W), most likely first."""
+        if self.soft:
+            return soft_encode_sparse(ab, self.centers, self.k, self.sigma)
+        return hard_targets(hard_encode(ab, self.centers))
+
+    def targets(self, ab_norm: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The loss targets at ``size`` of ab_norm (B, 2, H, W): (indices, weights) in sparse form (B, k, h, w)
+        and the index of each target's most likely bin (B, h, w); for ``average_encodings`` the targets are
+        dense, (distributions (B, Q, h, w), None, most likely bin)."""
+        if self.target_sampling == "average_encodings":  # every full-resolution pixel encoded, then averaged
+            dense = block_average(*self.encode(ab_norm * AB_NORM), len(self.centers), size)
+            return dense, None, dense.argmax(dim=1)
+        idx, weights = self.encode(block_colors(ab_norm, size, self.target_sampling) * AB_NORM)
+        return idx, weights, idx[:, 0]
 
     def loss(self, out: Tensor, batch: dict) -> Tensor:
         h, w = batch["ab"].shape[-2:]
         size = (h // self.loss_stride, w // self.loss_stride)
-        ab = resize_to(batch["ab"], size) * AB_NORM  # (B, 2, h', w') Lab units
         log_p = F.log_softmax(resize_to(out.float(), size), dim=1)  # (B, Q, h', w')
-        if self.soft:
-            idx, target = soft_encode_sparse(ab, self.centers, self.k, self.sigma)  # (B, k, h', w')
-            cross_entropy = -(target * log_p.gather(1, idx)).sum(dim=1)
-            nearest = idx[:, 0]
+        target, weights, most_likely = self.targets(batch["ab"], size)
+        if weights is None:
+            cross_entropy = -(target * log_p).sum(dim=1)
         else:
-            nearest = hard_encode(ab, self.centers)
-            cross_entropy = -log_p.gather(1, nearest[:, None])[:, 0]
-        return (self.weights[nearest] * cross_entropy).mean()
+            cross_entropy = -(weights * log_p.gather(1, target)).sum(dim=1)
+        return (self.weights[most_likely] * cross_entropy).mean()
 
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
         return annealed_mean_logits(out.float(), self.centers, temperature) / AB_NORM

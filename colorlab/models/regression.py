@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from colorlab.bins import gamut_centers, hard_encode
+from colorlab.bins import block_average, block_colors, gamut_centers, hard_encode
 from colorlab.color import AB_NORM
 from colorlab.models.base import Colorizer
-from colorlab.models.bins import resize_to
+from colorlab.models.bins import check_target_sampling, hard_targets, resize_to
 
 LOSSES = ("mse", "l1", "huber")
 
@@ -26,11 +26,15 @@ class RegressionColorizer(Colorizer):
     The 1x1 conv is applied after pooling to the loss resolution: pooling and a 1x1 conv commute,
     so this is the same head as 313 output maps of the network, at a fraction of the cost (the
     networks' own heads are 1x1 convs of at most 64 features, so 32+ features lose nothing there).
+    Its targets are one per block of ``bins_stride`` x ``bins_stride`` output pixels (``target_sampling``).
     """
 
     def __init__(self, net, optim: dict, loss: str = "mse", huber_beta: float = 0.1, bins_head: bool = False,
-                 bins_features: int = 32, bins_weight: float = 0.01, bins_stride: int = 2, n_samples: int = 8):
-        super().__init__(net, optim, n_samples)
+                 bins_features: int = 32, bins_weight: float = 0.01, bins_stride: int = 2,
+                 target_sampling: str = "average_colors", n_samples: int = 8, data_prior: Tensor | None = None):
+        super().__init__(net, optim, n_samples, data_prior)
+        check_target_sampling(target_sampling)
+        self.target_sampling = target_sampling
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}. Got {loss!r}")
         if bins_stride < 1:
@@ -59,9 +63,15 @@ class RegressionColorizer(Colorizer):
         if self.bins_head:
             h, w = out.shape[-2:]
             size = (h // self.bins_stride, w // self.bins_stride)
-            nearest = hard_encode(resize_to(batch["ab"], size) * AB_NORM, self.centers)  # (B, h', w')
             logits = self.bins_logits(resize_to(out[:, 2:].float(), size))  # (B, 313, h', w')
-            loss = loss + self.bins_weight * F.cross_entropy(logits, nearest)
+            if self.target_sampling == "average_encodings":  # the block's distribution of nearest bins
+                nearest = hard_targets(hard_encode(batch["ab"] * AB_NORM, self.centers))
+                target = block_average(*nearest, len(self.centers), size)  # (B, 313, h', w')
+                cross_entropy = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            else:
+                nearest = hard_encode(block_colors(batch["ab"], size, self.target_sampling) * AB_NORM, self.centers)
+                cross_entropy = F.cross_entropy(logits, nearest)  # nearest (B, h', w')
+            loss = loss + self.bins_weight * cross_entropy
         return loss
 
     @property
