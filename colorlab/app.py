@@ -9,8 +9,10 @@ distribution), where a hint helps most. Serves on 127.0.0.1 unless told otherwis
 uvicorn, see colorlab.web); uploads over ``max_upload_mb`` or that do not decode as an image are
 refused with a message on the page, photos over ``max_megapixels`` are downscaled to it (said on the
 page), at most 256 hints per request; requests whose Host or Origin is not in ``allowed_hosts`` get 403.
-Memory: per kept upload ~21 bytes per pixel (Lab float32 + the latest result), so 16 uploads at the
-default 4 MP budget keep ~1.3 GB at most.
+Memory: a kept upload is the photo as uint8 (3 bytes per pixel) plus ~0.3 MB at the working size, so
+16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time, up to 8 x
+``max_megapixels`` (larger ones get 413), and colour conversions run on bands of rows, so a request
+adds ~40 bytes per pixel of the budget at its peak (see docs/benchmarks.md for measured figures).
 
 JSON API (what the page uses): POST /api/upload (the file's bytes) -> {id, width, height, gray,
 result, palette}; POST /api/colorize {id, hints, uncertainty} -> {result, uncertainty};
@@ -20,6 +22,8 @@ POST /api/palette {id, x, y, hints} -> {point, image}. Images are PNG data URLs.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import io
 import math
 import sys
@@ -37,12 +41,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from torch import Tensor
 
 from colorlab import web
-from colorlab.colorize import PhotoColorizer, Prepared, Result
+from colorlab.colorize import PhotoColorizer, Prepared
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, HintsError, parse_hints, parse_point
-from colorlab.io import UnreadableImage, read_rgb_bytes
+from colorlab.io import UnreadableImage, read_rgb_within
 from colorlab.web import (
     DEFAULT_HOSTS,
     AllowedHosts,
@@ -57,6 +62,11 @@ OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size", "max_megapixels", "a
 MAX_IMAGES = 16  # uploads kept in memory (least recently used dropped)
 MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points fit in ~100 KB
 MAX_HINTS = 256  # per request of the page
+DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+if LIBC is not None and not hasattr(LIBC, "malloc_trim"):  # not glibc
+    LIBC = None
 
 
 def data_url(rgb: np.ndarray) -> str:
@@ -73,24 +83,22 @@ def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
     return rgba.round().to(torch.uint8).numpy()
 
 
-def fit_budget(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
-    """rgb, or rgb downscaled (aspect kept, Lanczos) to at most ``max_megapixels`` million pixels."""
-    height, width = rgb.shape[:2]
-    if height * width <= max_megapixels * 1e6:
-        return rgb
-    scale = math.sqrt(max_megapixels * 1e6 / (height * width))
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 @dataclass
 class Upload:
-    """A photo kept between requests, with its latest colourization (a click asks for the palette at
-    the point under the current hints, then for the result with the new hint: the first reuses it)."""
+    """A photo kept between requests (3 bytes per pixel) with the network's output under its latest hints
+    (a click asks for the palette at the point under the current hints, then for the result with the new
+    hint: the first reuses it) and the pixels of its image palette."""
 
     prepared: Prepared
     hints: tuple[Hint, ...] = ()
-    result: Result | None = None
+    out: Tensor | None = None  # (1, C, h, w) at the working size
+    pixels: Tensor | None = None  # (N, 3) Lab, see colorlab.palette.palette_pixels
 
 
 class ColorizeService:
@@ -101,6 +109,7 @@ class ColorizeService:
         self.colorizer, self.max_upload_bytes, self.max_megapixels = colorizer, max_upload_bytes, max_megapixels
         self.images: OrderedDict[str, Upload] = OrderedDict()
         self.lock = threading.Lock()  # one forward pass at a time: the model is shared
+        self.decode_lock = threading.Lock()  # one photo decoded at a time: bounds the memory of uploads
         self.images_lock = threading.Lock()  # the LRU dict, touched by several worker threads
 
     def _get(self, image_id) -> Upload:
@@ -112,7 +121,7 @@ class ColorizeService:
             return self.images[image_id]
 
     def _hints(self, upload: Upload, points) -> tuple[Hint, ...]:
-        height, width = upload.prepared.lab.shape[-2:]
+        height, width = upload.prepared.shape
         try:
             hints = parse_hints([] if points is None else points, width, height, MAX_HINTS)
         except HintsError as e:
@@ -122,39 +131,55 @@ class ColorizeService:
                             "checkpoint")
         return tuple(hints)
 
-    def _result(self, upload: Upload, hints: tuple[Hint, ...]) -> Result:
-        """The colourization under these hints; the network runs only when they changed. Holds the lock."""
-        if upload.result is None or hints != upload.hints:
-            upload.hints, upload.result = hints, self.colorizer.run(upload.prepared, list(hints))
-        return upload.result
+    def _result(self, upload: Upload, hints: tuple[Hint, ...], rgb: bool) -> np.ndarray | None:
+        """Runs the network when the hints changed (holds the lock); the colourised uint8 RGB (H, W, 3) when
+        ``rgb`` (rendered again: uploads keep no full-resolution result)."""
+        if upload.out is None or hints != upload.hints:
+            upload.hints, upload.out = hints, self.colorizer.predict(upload.prepared, list(hints))
+            upload.pixels = None
+        if not rgb and upload.pixels is not None:
+            return None
+        result = self.colorizer.render(upload.prepared, upload.out)
+        upload.pixels = result.pixels
+        return result.rgb
 
-    def upload(self, data: bytes) -> dict:
+    def _decode(self, data: bytes) -> tuple[np.ndarray, str]:
+        """The upload as uint8 RGB within the megapixel budget, and a note when it was downscaled."""
+        budget = int(self.max_megapixels * 1e6)
         try:
-            rgb = read_rgb_bytes(data)
+            with self.decode_lock:
+                rgb, (height, width) = read_rgb_within(data, budget, DECODE_FACTOR * budget)
         except UnreadableImage as e:
+            if e.reason == "too many pixels":
+                raise HTTPError(413, f"the photo is too large to read here ({e}); this server decodes up to "
+                                f"{DECODE_FACTOR * self.max_megapixels:g} megapixels") from None
             raise HTTPError(400, f"that file is not an image we can read ({e.reason}); upload a JPEG, PNG or "
                             "WebP photo") from None
-        original = rgb.shape[:2]
-        rgb = fit_budget(rgb, self.max_megapixels)
-        note = ""
-        if rgb.shape[:2] != original:
-            note = (f"the photo ({original[1]}x{original[0]}) is over this server's {self.max_megapixels:g} "
-                    f"megapixels; it was downscaled to {rgb.shape[1]}x{rgb.shape[0]} (max_megapixels=...)")
-        gray = np.asarray(Image.fromarray(rgb).convert("L"))
-        with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
-            upload = Upload(self.colorizer.prepare(rgb))
-            del rgb
-            result = self._result(upload, ())
+        if rgb.shape[:2] == (height, width):
+            return rgb, ""
+        return rgb, (f"the photo ({width}x{height}) is over this server's {self.max_megapixels:g} megapixels; "
+                     f"it was downscaled to {rgb.shape[1]}x{rgb.shape[0]} (max_megapixels=...)")
+
+    def upload(self, data: bytes) -> dict:
+        from colorlab.palette import pixels_palette
+
+        try:
+            rgb, note = self._decode(data)
+            gray = data_url(np.asarray(Image.fromarray(rgb).convert("L")))
+            with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
+                upload = Upload(self.colorizer.prepare(rgb))
+                del rgb
+                result = data_url(self._result(upload, (), rgb=True))
+        finally:
+            release_memory()
         image_id = uuid.uuid4().hex
         with self.images_lock:
             self.images[image_id] = upload
             while len(self.images) > MAX_IMAGES:
                 self.images.popitem(last=False)
-        from colorlab.palette import image_palette
-
-        return {"id": image_id, "width": gray.shape[1], "height": gray.shape[0], "gray": data_url(gray),
-                "result": data_url(result.rgb), "palette": image_palette(result.lab[0]), "note": note,
-                "takes_hints": self.colorizer.takes_hints,
+        height, width = upload.prepared.shape
+        return {"id": image_id, "width": width, "height": height, "gray": gray, "result": result,
+                "palette": pixels_palette(upload.pixels), "note": note, "takes_hints": self.colorizer.takes_hints,
                 "has_uncertainty": self.colorizer.model.predicts_distribution}
 
     def colorize(self, request: dict) -> dict:
@@ -163,27 +188,28 @@ class ColorizeService:
         if not isinstance(request.get("uncertainty", False), bool):
             raise HTTPError(400, f"uncertainty must be true or false. Got {request.get('uncertainty')!r}"[:300])
         with self.lock:
-            result = self._result(upload, hints)
-            entropy = self.colorizer.uncertainty(result) if request.get("uncertainty") else None
-        return {"result": data_url(result.rgb),
+            rgb = self._result(upload, hints, rgb=True)
+            entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape) if request.get("uncertainty") \
+                else None
+        return {"result": data_url(rgb),
                 "uncertainty": None if entropy is None else data_url(uncertainty_overlay(entropy))}
 
     def palette(self, request: dict) -> dict:
-        from colorlab.palette import image_palette, palette_at_point
+        from colorlab.palette import palette_at_point, pixels_palette
 
         upload = self._get(request.get("id"))
         hints = self._hints(upload, request.get("hints"))
-        lab = upload.prepared.lab
+        height, width = upload.prepared.shape
         try:  # the clicked point, checked like a hint (finite numbers inside the image)
-            x, y = parse_point(request, lab.shape[-1], lab.shape[-2], "the clicked point")
+            x, y = parse_point(request, width, height, "the clicked point")
         except HintsError as e:
             raise HTTPError(400, str(e)) from None
         with self.lock:
-            result = self._result(upload, hints)
-        dist = self.colorizer.distribution_at(result, x, y)
-        lightness = float(lab[0, 0, int(y), int(x)])
-        return {"point": palette_at_point(*dist, lightness) if dist is not None else [],
-                "image": image_palette(result.lab[0])}
+            self._result(upload, hints, rgb=False)
+            out, pixels = upload.out, upload.pixels
+        dist = self.colorizer.distribution_at(out, (height, width), x, y)
+        return {"point": palette_at_point(*dist, upload.prepared.lightness(x, y)) if dist is not None else [],
+                "image": pixels_palette(pixels)}
 
 
 def make_app(service: ColorizeService, allowed_hosts=DEFAULT_HOSTS) -> AllowedHosts:
@@ -236,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535. Got {port}")
         host = options.get("host", "127.0.0.1")
+        if LIBC is not None:
+            LIBC.mallopt(M_ARENA_MAX, 2)  # worker threads share two heaps instead of one each
         allowed = tuple(h for h in options.get("allowed_hosts", ",".join(DEFAULT_HOSTS)).split(",") if h)
         model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
