@@ -62,6 +62,7 @@ OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size", "max_megapixels", "a
 MAX_IMAGES = 16  # uploads kept in memory (least recently used dropped)
 MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points fit in ~100 KB
 MAX_HINTS = 256  # per request of the page
+MAX_CONNECTIONS = 128  # open at once (503 beyond); each buffers at most max_upload_mb of body
 DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
@@ -165,8 +166,8 @@ class ColorizeService:
 
         try:
             rgb, note = self._decode(data)
-            gray = data_url(np.asarray(Image.fromarray(rgb).convert("L")))
-            with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
+            with self.lock:  # one model call and one full-resolution image in the making at a time
+                gray = data_url(np.asarray(Image.fromarray(rgb).convert("L")))
                 upload = Upload(self.colorizer.prepare(rgb))
                 del rgb
                 result = data_url(self._result(upload, (), rgb=True))
@@ -187,12 +188,12 @@ class ColorizeService:
         hints = self._hints(upload, request.get("hints"))
         if not isinstance(request.get("uncertainty", False), bool):
             raise HTTPError(400, f"uncertainty must be true or false. Got {request.get('uncertainty')!r}"[:300])
-        with self.lock:
-            rgb = self._result(upload, hints, rgb=True)
-            entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape) if request.get("uncertainty") \
-                else None
-        return {"result": data_url(rgb),
-                "uncertainty": None if entropy is None else data_url(uncertainty_overlay(entropy))}
+        with self.lock:  # also the full-resolution images: one at a time bounds the memory
+            reply = {"result": data_url(self._result(upload, hints, rgb=True)), "uncertainty": None}
+            if request.get("uncertainty"):
+                entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape)
+                reply["uncertainty"] = None if entropy is None else data_url(uncertainty_overlay(entropy))
+        return reply
 
     def palette(self, request: dict) -> dict:
         from colorlab.palette import palette_at_point, pixels_palette
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hints = "hints on" if colorizer.takes_hints else "this checkpoint takes no hints"
     print(f"colorlab.app: http://{host}:{port}/ ({model.config['experiment']}, {hints}); Ctrl-C stops it")
-    web.serve(app, host, port)
+    web.serve(app, host, port, limit_concurrency=MAX_CONNECTIONS)
     return 0
 
 

@@ -115,7 +115,7 @@ class PhotoColorizer:
     def takes_hints(self) -> bool:
         return self.model.hint_sampling is not None
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def prepare(self, rgb: np.ndarray) -> Prepared:
         """uint8 (H, W, 3), colour or gray: the photo kept as uint8 and L at the working size."""
         rgb_u8 = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(self.device)
@@ -128,7 +128,7 @@ class PhotoColorizer:
                                 antialias=True)
         return Prepared(rgb_u8, l_small, self.embedder(rgb_u8) if self.embedder is not None else None)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict(self, prepared: Prepared, hints: list[Hint] | None = None) -> Tensor:
         """Encode hints and run the network: its raw output (1, C, h, w) at the working size."""
         hint_ab = hint_mask = None
@@ -140,7 +140,7 @@ class PhotoColorizer:
                                               self.device)
         return self.model(prepared.l_small, prepared.embedding, hint_ab, hint_mask)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def render(self, prepared: Prepared, out: Tensor, gamma: float = 1.0, saturation: float = 1.0) -> Result:
         """Decode the network's output, upsample ab and recombine it with the photo's full-resolution L.
         Colour conversions run on bands of rows (``band_pixels`` at a time), as in ``prepare``: tens of
