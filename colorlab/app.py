@@ -64,7 +64,8 @@ MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points 
 MAX_HINTS = 256  # per request of the page
 MAX_CONNECTIONS = 128  # open at once (503 beyond); each buffers at most max_upload_mb of body
 DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
+MMAP_THRESHOLD = 2**20  # blocks of 1 MB and more (images, tensors) are mapped and unmapped on their own
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
 if LIBC is not None and not hasattr(LIBC, "malloc_trim"):  # not glibc
     LIBC = None
@@ -88,6 +89,18 @@ def release_memory() -> None:
     """Hand freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
     if LIBC is not None:
         LIBC.malloc_trim(0)
+
+
+def limit_heap() -> None:
+    """glibc settings for a long-running server, before its threads start (a no-op elsewhere): worker
+    threads share two heaps instead of one each; blocks of MMAP_THRESHOLD and more are mapped on their own
+    and returned to the system when freed (by default the threshold grows up to 32 MB with the blocks
+    freed, after which large images stay in the heaps and RSS creeps up with concurrency); and the
+    heaps' tops are returned beyond MMAP_THRESHOLD."""
+    if LIBC is not None:
+        LIBC.mallopt(M_ARENA_MAX, 2)
+        LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        LIBC.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD)
 
 
 @dataclass
@@ -188,11 +201,14 @@ class ColorizeService:
         hints = self._hints(upload, request.get("hints"))
         if not isinstance(request.get("uncertainty", False), bool):
             raise HTTPError(400, f"uncertainty must be true or false. Got {request.get('uncertainty')!r}"[:300])
-        with self.lock:  # also the full-resolution images: one at a time bounds the memory
-            reply = {"result": data_url(self._result(upload, hints, rgb=True)), "uncertainty": None}
-            if request.get("uncertainty"):
-                entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape)
-                reply["uncertainty"] = None if entropy is None else data_url(uncertainty_overlay(entropy))
+        try:
+            with self.lock:  # also the full-resolution images: one at a time bounds the memory
+                reply = {"result": data_url(self._result(upload, hints, rgb=True)), "uncertainty": None}
+                if request.get("uncertainty"):
+                    entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape)
+                    reply["uncertainty"] = None if entropy is None else data_url(uncertainty_overlay(entropy))
+        finally:
+            release_memory()
         return reply
 
     def palette(self, request: dict) -> dict:
@@ -263,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535. Got {port}")
         host = options.get("host", "127.0.0.1")
-        if LIBC is not None:
-            LIBC.mallopt(M_ARENA_MAX, 2)  # worker threads share two heaps instead of one each
+        limit_heap()
         allowed = tuple(h for h in options.get("allowed_hosts", ",".join(DEFAULT_HOSTS)).split(",") if h)
         model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
