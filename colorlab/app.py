@@ -10,9 +10,10 @@ uvicorn, see colorlab.web); uploads over ``max_upload_mb`` or that do not decode
 refused with a message on the page, photos over ``max_megapixels`` are downscaled to it (said on the
 page), at most 256 hints per request; requests whose Host or Origin is not in ``allowed_hosts`` get 403.
 Memory: a kept upload is the photo as uint8 (3 bytes per pixel) plus ~0.3 MB at the working size, so
-16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time, up to 8 x
-``max_megapixels`` (larger ones get 413), and colour conversions run on bands of rows, so a request
-adds ~40 bytes per pixel of the budget at its peak (see docs/benchmarks.md for measured figures).
+16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time and not while a
+result is rendered, up to 8 x ``max_megapixels`` (larger ones get 413), and colour conversions run on
+bands of rows, so the request in progress adds ~40 bytes per pixel of the budget at its peak, ~70 per
+pixel of the photo when decoding one over the budget (see docs/benchmarks.md for measured figures).
 
 JSON API (what the page uses): POST /api/upload (the file's bytes) -> {id, width, height, gray,
 result, palette}; POST /api/colorize {id, hints, uncertainty} -> {result, uncertainty};
@@ -65,7 +66,7 @@ MAX_HINTS = 256  # per request of the page
 MAX_CONNECTIONS = 128  # open at once (503 beyond); each buffers at most max_upload_mb of body
 DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
-MMAP_THRESHOLD = 2**20  # blocks of 1 MB and more (images, tensors) are mapped and unmapped on their own
+MMAP_THRESHOLD = 8 * 2**20  # blocks of 8 MB and more (images, tensors) are mapped and unmapped on their own
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
 if LIBC is not None and not hasattr(LIBC, "malloc_trim"):  # not glibc
     LIBC = None
@@ -77,12 +78,20 @@ def data_url(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
-    """Entropy (H, W) in nats -> uint8 RGBA heat map (H, W, 4): transparent where certain, red where not."""
+def uncertainty_overlay(entropy: torch.Tensor, band_pixels: int = 1 << 18) -> np.ndarray:
+    """Entropy (H, W) in nats -> uint8 RGBA heat map (H, W, 4): transparent where certain, red where not.
+    Computed on bands of ``band_pixels`` pixels: a few bytes per pixel beyond the map, not ~60 of float
+    channels stacked for the whole image."""
     e = entropy.float().cpu()
-    scale = (e - e.min()) / (e.max() - e.min()).clamp_min(1e-6)  # 0..1 over this image
-    rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 150 * scale], -1)
-    return rgba.round().to(torch.uint8).numpy()
+    low, spread = e.min(), (e.max() - e.min()).clamp_min(1e-6)
+    rgba = np.zeros((*e.shape, 4), dtype=np.uint8)  # blue stays 0
+    rgba[..., 0] = 255
+    step = max(1, band_pixels // max(1, e.shape[1]))
+    for top in range(0, e.shape[0], step):
+        scale = (e[top:top + step] - low) / spread  # 0..1 over this image
+        rgba[top:top + step, :, 1] = (60 * (1 - scale)).round().to(torch.uint8).numpy()
+        rgba[top:top + step, :, 3] = (150 * scale).round().to(torch.uint8).numpy()
+    return rgba
 
 
 def release_memory() -> None:
@@ -122,8 +131,9 @@ class ColorizeService:
     def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int, max_megapixels: float = 4.0):
         self.colorizer, self.max_upload_bytes, self.max_megapixels = colorizer, max_upload_bytes, max_megapixels
         self.images: OrderedDict[str, Upload] = OrderedDict()
-        self.lock = threading.Lock()  # one forward pass at a time: the model is shared
-        self.decode_lock = threading.Lock()  # one photo decoded at a time: bounds the memory of uploads
+        # one forward pass at a time (the model is shared), and one full-resolution image in the making, decoded
+        # or rendered: the memory of requests is that of the largest one, not of as many as arrive at once
+        self.lock = threading.Lock()
         self.images_lock = threading.Lock()  # the LRU dict, touched by several worker threads
 
     def _get(self, image_id) -> Upload:
@@ -161,7 +171,7 @@ class ColorizeService:
         """The upload as uint8 RGB within the megapixel budget, and a note when it was downscaled."""
         budget = int(self.max_megapixels * 1e6)
         try:
-            with self.decode_lock:
+            with self.lock:
                 rgb, (height, width) = read_rgb_within(data, budget, DECODE_FACTOR * budget)
         except UnreadableImage as e:
             if e.reason == "too many pixels":

@@ -224,3 +224,24 @@ def test_kept_uploads_are_compact_and_results_bit_identical():
     full = [t for t in vars(upload.prepared).values() if torch.is_tensor(t) and t.numel() >= rgb.size]
     assert [(t.dtype, t.numel()) for t in full] == [(torch.uint8, rgb.size)]  # the photo, nothing else
     assert upload.out.shape[-2:] == (32, 32) and upload.pixels.shape == (20000, 3)
+
+
+def test_uncertainty_overlay_in_bands_is_the_dense_map():
+    """The overlay computed on bands of rows equals the whole-image float version it replaced."""
+    import torch
+
+    from colorlab.app import uncertainty_overlay
+
+    def dense(entropy):
+        e = entropy.float()
+        scale = (e - e.min()) / (e.max() - e.min()).clamp_min(1e-6)
+        rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 150 * scale], -1)
+        return rgba.round().to(torch.uint8).numpy()
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(37, 53), (300, 7), (1, 1)]:
+        entropy = torch.rand(shape, generator=generator) * 5
+        for band_pixels in (1, 100, 1 << 18):  # one row at a time, a few rows, the whole image
+            assert (uncertainty_overlay(entropy, band_pixels) == dense(entropy)).all()
+    flat = torch.full((4, 4), 2.0)  # no spread: all transparent
+    assert (uncertainty_overlay(flat, 3) == dense(flat)).all()
