@@ -12,7 +12,7 @@ page), at most 256 hints per request; requests whose Host or Origin is not in ``
 Memory: a kept upload is the photo as uint8 (3 bytes per pixel) plus ~0.3 MB at the working size, so
 16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time and not while a
 result is rendered, up to 8 x ``max_megapixels`` (larger ones get 413), and colour conversions run on
-bands of rows, so the request in progress adds ~40 bytes per pixel of the budget at its peak, ~70 per
+bands of rows, so the request in progress adds ~40 bytes per pixel of the budget at its peak, ~9 per
 pixel of the photo when decoding one over the budget (see docs/benchmarks.md for measured figures).
 
 JSON API (what the page uses): POST /api/upload (the file's bytes) -> {id, width, height, gray,
