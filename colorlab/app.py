@@ -9,8 +9,11 @@ distribution), where a hint helps most. Serves on 127.0.0.1 unless told otherwis
 uvicorn, see colorlab.web); uploads over ``max_upload_mb`` or that do not decode as an image are
 refused with a message on the page, photos over ``max_megapixels`` are downscaled to it (said on the
 page), at most 256 hints per request; requests whose Host or Origin is not in ``allowed_hosts`` get 403.
-Memory: per kept upload ~21 bytes per pixel (Lab float32 + the latest result), so 16 uploads at the
-default 4 MP budget keep ~1.3 GB at most.
+Memory: a kept upload is the photo as uint8 (3 bytes per pixel) plus ~0.3 MB at the working size, so
+16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time and not while a
+result is rendered, up to 8 x ``max_megapixels`` (larger ones get 413), and colour conversions run on
+bands of rows, so the request in progress adds ~40 bytes per pixel of the budget at its peak, ~9 per
+pixel of the photo when decoding one over the budget (see docs/benchmarks.md for measured figures).
 
 JSON API (what the page uses): POST /api/upload (the file's bytes) -> {id, width, height, gray,
 result, palette}; POST /api/colorize {id, hints, uncertainty} -> {result, uncertainty};
@@ -20,6 +23,8 @@ POST /api/palette {id, x, y, hints} -> {point, image}. Images are PNG data URLs.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import io
 import math
 import sys
@@ -37,12 +42,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from torch import Tensor
 
 from colorlab import web
-from colorlab.colorize import PhotoColorizer, Prepared, Result
+from colorlab.colorize import PhotoColorizer, Prepared
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, HintsError, parse_hints, parse_point
-from colorlab.io import UnreadableImage, read_rgb_bytes
+from colorlab.io import UnreadableImage, read_rgb_within
 from colorlab.web import (
     DEFAULT_HOSTS,
     AllowedHosts,
@@ -57,6 +63,13 @@ OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size", "max_megapixels", "a
 MAX_IMAGES = 16  # uploads kept in memory (least recently used dropped)
 MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points fit in ~100 KB
 MAX_HINTS = 256  # per request of the page
+MAX_CONNECTIONS = 128  # open at once (503 beyond); each buffers at most max_upload_mb of body
+DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
+MMAP_THRESHOLD = 8 * 2**20  # blocks of 8 MB and more (images, tensors) are mapped and unmapped on their own
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+if LIBC is not None and not hasattr(LIBC, "malloc_trim"):  # not glibc
+    LIBC = None
 
 
 def data_url(rgb: np.ndarray) -> str:
@@ -65,32 +78,50 @@ def data_url(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def uncertainty_overlay(entropy: torch.Tensor) -> np.ndarray:
-    """Entropy (H, W) in nats -> uint8 RGBA heat map (H, W, 4): transparent where certain, red where not."""
+def uncertainty_overlay(entropy: torch.Tensor, band_pixels: int = 1 << 18) -> np.ndarray:
+    """Entropy (H, W) in nats -> uint8 RGBA heat map (H, W, 4): transparent where certain, red where not.
+    Computed on bands of ``band_pixels`` pixels: a few bytes per pixel beyond the map, not ~60 of float
+    channels stacked for the whole image."""
     e = entropy.float().cpu()
-    scale = (e - e.min()) / (e.max() - e.min()).clamp_min(1e-6)  # 0..1 over this image
-    rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 150 * scale], -1)
-    return rgba.round().to(torch.uint8).numpy()
+    low, spread = e.min(), (e.max() - e.min()).clamp_min(1e-6)
+    rgba = np.zeros((*e.shape, 4), dtype=np.uint8)  # blue stays 0
+    rgba[..., 0] = 255
+    step = max(1, band_pixels // max(1, e.shape[1]))
+    for top in range(0, e.shape[0], step):
+        scale = (e[top:top + step] - low) / spread  # 0..1 over this image
+        rgba[top:top + step, :, 1] = (60 * (1 - scale)).round().to(torch.uint8).numpy()
+        rgba[top:top + step, :, 3] = (150 * scale).round().to(torch.uint8).numpy()
+    return rgba
 
 
-def fit_budget(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
-    """rgb, or rgb downscaled (aspect kept, Lanczos) to at most ``max_megapixels`` million pixels."""
-    height, width = rgb.shape[:2]
-    if height * width <= max_megapixels * 1e6:
-        return rgb
-    scale = math.sqrt(max_megapixels * 1e6 / (height * width))
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
+
+
+def limit_heap() -> None:
+    """glibc settings for a long-running server, before its threads start (a no-op elsewhere): worker
+    threads share two heaps instead of one each; blocks of MMAP_THRESHOLD and more are mapped on their own
+    and returned to the system when freed (by default the threshold grows up to 32 MB with the blocks
+    freed, after which large images stay in the heaps and RSS creeps up with concurrency); and the
+    heaps' tops are returned beyond MMAP_THRESHOLD."""
+    if LIBC is not None:
+        LIBC.mallopt(M_ARENA_MAX, 2)
+        LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        LIBC.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD)
 
 
 @dataclass
 class Upload:
-    """A photo kept between requests, with its latest colourization (a click asks for the palette at
-    the point under the current hints, then for the result with the new hint: the first reuses it)."""
+    """A photo kept between requests (3 bytes per pixel) with the network's output under its latest hints
+    (a click asks for the palette at the point under the current hints, then for the result with the new
+    hint: the first reuses it) and the pixels of its image palette."""
 
     prepared: Prepared
     hints: tuple[Hint, ...] = ()
-    result: Result | None = None
+    out: Tensor | None = None  # (1, C, h, w) at the working size
+    pixels: Tensor | None = None  # (N, 3) Lab, see colorlab.palette.palette_pixels
 
 
 class ColorizeService:
@@ -100,7 +131,9 @@ class ColorizeService:
     def __init__(self, colorizer: PhotoColorizer, max_upload_bytes: int, max_megapixels: float = 4.0):
         self.colorizer, self.max_upload_bytes, self.max_megapixels = colorizer, max_upload_bytes, max_megapixels
         self.images: OrderedDict[str, Upload] = OrderedDict()
-        self.lock = threading.Lock()  # one forward pass at a time: the model is shared
+        # one forward pass at a time (the model is shared), and one full-resolution image in the making, decoded
+        # or rendered: the memory of requests is that of the largest one, not of as many as arrive at once
+        self.lock = threading.Lock()
         self.images_lock = threading.Lock()  # the LRU dict, touched by several worker threads
 
     def _get(self, image_id) -> Upload:
@@ -112,7 +145,7 @@ class ColorizeService:
             return self.images[image_id]
 
     def _hints(self, upload: Upload, points) -> tuple[Hint, ...]:
-        height, width = upload.prepared.lab.shape[-2:]
+        height, width = upload.prepared.shape
         try:
             hints = parse_hints([] if points is None else points, width, height, MAX_HINTS)
         except HintsError as e:
@@ -122,39 +155,55 @@ class ColorizeService:
                             "checkpoint")
         return tuple(hints)
 
-    def _result(self, upload: Upload, hints: tuple[Hint, ...]) -> Result:
-        """The colourization under these hints; the network runs only when they changed. Holds the lock."""
-        if upload.result is None or hints != upload.hints:
-            upload.hints, upload.result = hints, self.colorizer.run(upload.prepared, list(hints))
-        return upload.result
+    def _result(self, upload: Upload, hints: tuple[Hint, ...], rgb: bool) -> np.ndarray | None:
+        """Runs the network when the hints changed (holds the lock); the colourised uint8 RGB (H, W, 3) when
+        ``rgb`` (rendered again: uploads keep no full-resolution result)."""
+        if upload.out is None or hints != upload.hints:
+            upload.hints, upload.out = hints, self.colorizer.predict(upload.prepared, list(hints))
+            upload.pixels = None
+        if not rgb and upload.pixels is not None:
+            return None
+        result = self.colorizer.render(upload.prepared, upload.out)
+        upload.pixels = result.pixels
+        return result.rgb
 
-    def upload(self, data: bytes) -> dict:
+    def _decode(self, data: bytes) -> tuple[np.ndarray, str]:
+        """The upload as uint8 RGB within the megapixel budget, and a note when it was downscaled."""
+        budget = int(self.max_megapixels * 1e6)
         try:
-            rgb = read_rgb_bytes(data)
+            with self.lock:
+                rgb, (height, width) = read_rgb_within(data, budget, DECODE_FACTOR * budget)
         except UnreadableImage as e:
+            if e.reason == "too many pixels":
+                raise HTTPError(413, f"the photo is too large to read here ({e}); this server decodes up to "
+                                f"{DECODE_FACTOR * self.max_megapixels:g} megapixels") from None
             raise HTTPError(400, f"that file is not an image we can read ({e.reason}); upload a JPEG, PNG or "
                             "WebP photo") from None
-        original = rgb.shape[:2]
-        rgb = fit_budget(rgb, self.max_megapixels)
-        note = ""
-        if rgb.shape[:2] != original:
-            note = (f"the photo ({original[1]}x{original[0]}) is over this server's {self.max_megapixels:g} "
-                    f"megapixels; it was downscaled to {rgb.shape[1]}x{rgb.shape[0]} (max_megapixels=...)")
-        gray = np.asarray(Image.fromarray(rgb).convert("L"))
-        with self.lock:  # prepare runs the global embedder of fusion models: one model call at a time
-            upload = Upload(self.colorizer.prepare(rgb))
-            del rgb
-            result = self._result(upload, ())
+        if rgb.shape[:2] == (height, width):
+            return rgb, ""
+        return rgb, (f"the photo ({width}x{height}) is over this server's {self.max_megapixels:g} megapixels; "
+                     f"it was downscaled to {rgb.shape[1]}x{rgb.shape[0]} (max_megapixels=...)")
+
+    def upload(self, data: bytes) -> dict:
+        from colorlab.palette import pixels_palette
+
+        try:
+            rgb, note = self._decode(data)
+            with self.lock:  # one model call and one full-resolution image in the making at a time
+                gray = data_url(np.asarray(Image.fromarray(rgb).convert("L")))
+                upload = Upload(self.colorizer.prepare(rgb))
+                del rgb
+                result = data_url(self._result(upload, (), rgb=True))
+        finally:
+            release_memory()
         image_id = uuid.uuid4().hex
         with self.images_lock:
             self.images[image_id] = upload
             while len(self.images) > MAX_IMAGES:
                 self.images.popitem(last=False)
-        from colorlab.palette import image_palette
-
-        return {"id": image_id, "width": gray.shape[1], "height": gray.shape[0], "gray": data_url(gray),
-                "result": data_url(result.rgb), "palette": image_palette(result.lab[0]), "note": note,
-                "takes_hints": self.colorizer.takes_hints,
+        height, width = upload.prepared.shape
+        return {"id": image_id, "width": width, "height": height, "gray": gray, "result": result,
+                "palette": pixels_palette(upload.pixels), "note": note, "takes_hints": self.colorizer.takes_hints,
                 "has_uncertainty": self.colorizer.model.predicts_distribution}
 
     def colorize(self, request: dict) -> dict:
@@ -162,28 +211,32 @@ class ColorizeService:
         hints = self._hints(upload, request.get("hints"))
         if not isinstance(request.get("uncertainty", False), bool):
             raise HTTPError(400, f"uncertainty must be true or false. Got {request.get('uncertainty')!r}"[:300])
-        with self.lock:
-            result = self._result(upload, hints)
-            entropy = self.colorizer.uncertainty(result) if request.get("uncertainty") else None
-        return {"result": data_url(result.rgb),
-                "uncertainty": None if entropy is None else data_url(uncertainty_overlay(entropy))}
+        try:
+            with self.lock:  # also the full-resolution images: one at a time bounds the memory
+                reply = {"result": data_url(self._result(upload, hints, rgb=True)), "uncertainty": None}
+                if request.get("uncertainty"):
+                    entropy = self.colorizer.uncertainty(upload.out, upload.prepared.shape)
+                    reply["uncertainty"] = None if entropy is None else data_url(uncertainty_overlay(entropy))
+        finally:
+            release_memory()
+        return reply
 
     def palette(self, request: dict) -> dict:
-        from colorlab.palette import image_palette, palette_at_point
+        from colorlab.palette import palette_at_point, pixels_palette
 
         upload = self._get(request.get("id"))
         hints = self._hints(upload, request.get("hints"))
-        lab = upload.prepared.lab
+        height, width = upload.prepared.shape
         try:  # the clicked point, checked like a hint (finite numbers inside the image)
-            x, y = parse_point(request, lab.shape[-1], lab.shape[-2], "the clicked point")
+            x, y = parse_point(request, width, height, "the clicked point")
         except HintsError as e:
             raise HTTPError(400, str(e)) from None
         with self.lock:
-            result = self._result(upload, hints)
-        dist = self.colorizer.distribution_at(result, x, y)
-        lightness = float(lab[0, 0, int(y), int(x)])
-        return {"point": palette_at_point(*dist, lightness) if dist is not None else [],
-                "image": image_palette(result.lab[0])}
+            self._result(upload, hints, rgb=False)
+            out, pixels = upload.out, upload.pixels
+        dist = self.colorizer.distribution_at(out, (height, width), x, y)
+        return {"point": palette_at_point(*dist, upload.prepared.lightness(x, y)) if dist is not None else [],
+                "image": pixels_palette(pixels)}
 
 
 def make_app(service: ColorizeService, allowed_hosts=DEFAULT_HOSTS) -> AllowedHosts:
@@ -236,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535. Got {port}")
         host = options.get("host", "127.0.0.1")
+        limit_heap()
         allowed = tuple(h for h in options.get("allowed_hosts", ",".join(DEFAULT_HOSTS)).split(",") if h)
         model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
@@ -245,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hints = "hints on" if colorizer.takes_hints else "this checkpoint takes no hints"
     print(f"colorlab.app: http://{host}:{port}/ ({model.config['experiment']}, {hints}); Ctrl-C stops it")
-    web.serve(app, host, port)
+    web.serve(app, host, port, limit_concurrency=MAX_CONNECTIONS)
     return 0
 
 

@@ -35,29 +35,40 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from colorlab.color import AB_NORM, lab_to_uint8, normalize_lab, uint8_to_lab
+from colorlab.color import AB_NORM, L_CENTER, L_NORM, lab_to_uint8, uint8_to_lab
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, encode_hints, load_hints
 from colorlab.io import IMAGE_SUFFIXES, UnreadableImage, read_rgb, summarize_skips
 
 OPTIONS = ("ckpt", "input", "out", "hints", "temperature", "size", "gamma", "saturation", "palette", "palette_at")
 DEFAULT_HINT_PATCH = 3  # network pixels, when a hint gives no size
+BAND_PIXELS = 1 << 18  # pixels converted at once when rendering a result: bounds its scratch memory
 
 
 @dataclass
 class Prepared:
-    """One photo ready for repeated colourisation (the app keeps it between hint updates)."""
+    """One photo ready for repeated colourisation (the app keeps it between hint updates): 3 bytes
+    per pixel at full resolution; each result recomputes the photo's L from them, exactly as Lab."""
 
-    lab: Tensor  # (1, 3, H, W) Lab units, full resolution
+    rgb: Tensor  # (1, 3, H, W) uint8 sRGB, full resolution
     l_small: Tensor  # (1, 1, size, size) normalised L at the network's working size
     embedding: Tensor | None  # (1, dim) global features for fusion networks
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the photo."""
+        return self.rgb.shape[-2], self.rgb.shape[-1]
+
+    def lightness(self, x: float, y: float) -> float:
+        """L in [0, 100] of the photo at pixel (x, y)."""
+        return float(uint8_to_lab(self.rgb[..., int(y):int(y) + 1, int(x):int(x) + 1])[0, 0, 0, 0])
 
 
 @dataclass
 class Result:
     rgb: np.ndarray  # uint8 (H, W, 3) at the input's size
-    lab: Tensor  # (1, 3, H, W) the colourised Lab, full resolution
     out: Tensor  # the network's raw output (1, C, h, w), for palettes and uncertainty
+    pixels: Tensor  # (N, 3) the colourised Lab at the pixels image_palette clusters (palette_pixels)
 
 
 def check_enhancement(gamma: float, saturation: float) -> None:
@@ -87,6 +98,7 @@ class PhotoColorizer:
         if temperature is not None and not isinstance(model, BinsColorizer):
             raise ValueError(f"temperature applies to bin formulations; this model is {model.config['model']['name']}")
         self.model, self.temperature = model, temperature
+        self.band_pixels = BAND_PIXELS
         self.size = size or model.config["data"]["size"]
         multiple = model.net.size_multiple
         if self.size % multiple:
@@ -105,46 +117,75 @@ class PhotoColorizer:
 
     @torch.no_grad()
     def prepare(self, rgb: np.ndarray) -> Prepared:
-        """uint8 (H, W, 3), colour or gray: Lab at full resolution and L at the working size."""
+        """uint8 (H, W, 3), colour or gray: the photo kept as uint8 and L at the working size."""
         rgb_u8 = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(self.device)
-        lab = uint8_to_lab(rgb_u8)
-        l_norm, _ = normalize_lab(lab)
+        lightness = torch.empty(1, 1, *rgb.shape[:2], device=self.device)
+        for rows in self._bands(rgb.shape[:2]):
+            lightness[..., rows, :] = uint8_to_lab(rgb_u8[..., rows, :])[:, :1]
+        l_norm = (lightness - L_CENTER) / L_NORM  # as normalize_lab
+        del lightness
         l_small = F.interpolate(l_norm, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                 antialias=True)
-        return Prepared(lab, l_small, self.embedder(rgb_u8) if self.embedder is not None else None)
+        return Prepared(rgb_u8, l_small, self.embedder(rgb_u8) if self.embedder is not None else None)
 
     @torch.no_grad()
-    def run(self, prepared: Prepared, hints: list[Hint] | None = None, gamma: float = 1.0,
-            saturation: float = 1.0) -> Result:
-        """Encode hints, forward, decode, upsample ab and recombine with the full-resolution L."""
+    def predict(self, prepared: Prepared, hints: list[Hint] | None = None) -> Tensor:
+        """Encode hints and run the network: its raw output (1, C, h, w) at the working size."""
         hint_ab = hint_mask = None
         if hints:
             if not self.takes_hints:
                 raise ValueError("this checkpoint was trained without hints (hints.enabled=false), so it cannot "
                                  "use a hints file; train one with experiment=hints_unet")
-            hint_ab, hint_mask = encode_hints(hints, tuple(prepared.lab.shape[-2:]), (self.size, self.size),
-                                              DEFAULT_HINT_PATCH, self.device)
-        out = self.model(prepared.l_small, prepared.embedding, hint_ab, hint_mask)
-        ab = self.model.decode(out) if self.temperature is None else self.model.decode_at(out, self.temperature)
-        ab = F.interpolate(ab.float(), size=prepared.lab.shape[-2:], mode="bilinear", align_corners=False) * AB_NORM
-        lab = torch.cat([prepared.lab[:, :1], ab], dim=1)
-        return Result(enhance(lab, gamma, saturation), lab, out)
+            hint_ab, hint_mask = encode_hints(hints, prepared.shape, (self.size, self.size), DEFAULT_HINT_PATCH,
+                                              self.device)
+        return self.model(prepared.l_small, prepared.embedding, hint_ab, hint_mask)
 
-    def distribution_at(self, result: Result, x: float, y: float) -> tuple[Tensor, Tensor] | None:
-        """The predicted ab distribution (probs (Q,), centres (Q, 2)) at input pixel (x, y), or None."""
+    @torch.no_grad()
+    def render(self, prepared: Prepared, out: Tensor, gamma: float = 1.0, saturation: float = 1.0) -> Result:
+        """Decode the network's output, upsample ab and recombine it with the photo's full-resolution L.
+        Colour conversions run on bands of rows (``band_pixels`` at a time), as in ``prepare``: tens of
+        bytes per pixel of scratch memory, not the ~200 of whole-image conversions."""
+        from colorlab.palette import palette_pixels
+
+        check_enhancement(gamma, saturation)
+        ab = self.model.decode(out) if self.temperature is None else self.model.decode_at(out, self.temperature)
+        ab = F.interpolate(ab.float(), size=prepared.shape, mode="bilinear", align_corners=False) * AB_NORM
+        lab = torch.empty(1, 3, *prepared.shape, device=ab.device)  # (1, 3, H, W)
+        lab[:, 1:] = ab
+        del ab
+        rgb = np.empty((*prepared.shape, 3), dtype=np.uint8)
+        for rows in self._bands(prepared.shape):
+            lab[..., :1, rows, :] = uint8_to_lab(prepared.rgb[..., rows, :])[:, :1]
+            rgb[rows] = enhance(lab[..., rows, :], gamma, saturation)
+        return Result(rgb, out, palette_pixels(lab[0]))
+
+    def _bands(self, shape: tuple[int, int]) -> list[slice]:
+        """Slices of rows of an image of ``shape`` (H, W), about ``band_pixels`` pixels each."""
+        step = max(1, self.band_pixels // shape[1])
+        return [slice(top, top + step) for top in range(0, shape[0], step)]
+
+    def run(self, prepared: Prepared, hints: list[Hint] | None = None, gamma: float = 1.0,
+            saturation: float = 1.0) -> Result:
+        """predict, then render."""
+        return self.render(prepared, self.predict(prepared, hints), gamma, saturation)
+
+    def distribution_at(self, out: Tensor, shape: tuple[int, int], x: float, y: float
+                        ) -> tuple[Tensor, Tensor] | None:
+        """The predicted ab distribution (probs (Q,), centres (Q, 2)) from output ``out`` at pixel (x, y) of
+        an input of ``shape`` (H, W), or None."""
         if not self.model.predicts_distribution:
             return None
-        probs, centers = self.model.ab_distribution(result.out)
-        height, width = result.lab.shape[-2:]
-        h, w = probs.shape[-2:]
+        probs, centers = self.model.ab_distribution(out)
+        (height, width), (h, w) = shape, probs.shape[-2:]
         return probs[0, :, min(int(y * h / height), h - 1), min(int(x * w / width), w - 1)], centers
 
-    def uncertainty(self, result: Result) -> Tensor | None:
-        """Per-pixel entropy of the predicted distribution, upsampled to the input: (H, W) in nats, or None."""
+    def uncertainty(self, out: Tensor, shape: tuple[int, int]) -> Tensor | None:
+        """Per-pixel entropy of the predicted distribution, upsampled to the input's ``shape`` (H, W): (H, W)
+        in nats, or None."""
         if not self.model.predicts_distribution:
             return None
-        entropy = self.model.pixel_entropy(result.out)[:, None].float()
-        return F.interpolate(entropy, size=result.lab.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        entropy = self.model.pixel_entropy(out)[:, None].float()
+        return F.interpolate(entropy, size=shape, mode="bilinear", align_corners=False)[0, 0]
 
 
 def free_path(path: Path) -> Path:
@@ -226,28 +267,28 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
         if palette_at is not None and not (0 <= palette_at[0] < rgb.shape[1] and 0 <= palette_at[1] < rgb.shape[0]):
             raise ValueError(f"palette_at ({palette_at[0]:g}, {palette_at[1]:g}) is outside the image; valid: "
                              f"0 <= x < {rgb.shape[1]}, 0 <= y < {rgb.shape[0]}")
-        result = colorizer.run(colorizer.prepare(rgb), points, gamma, saturation)
+        prepared = colorizer.prepare(rgb)
+        result = colorizer.run(prepared, points, gamma, saturation)
         out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
         handle, target = create_free(out / f"{path.stem}.png")
         with handle:
             Image.fromarray(result.rgb).save(handle, format="PNG")
         written.append(target)
         if palette:
-            written += write_palette_files(colorizer, result, palette, palette_at, out, target.stem)
+            written += write_palette_files(colorizer, prepared, result, palette, palette_at, out, target.stem)
     return written, skipped
 
 
-def write_palette_files(colorizer: PhotoColorizer, result: Result, k: int, point: tuple[float, float] | None,
-                        out: Path, stem: str) -> list[Path]:
-    from colorlab.palette import image_palette, palette_at_point, write_palettes
+def write_palette_files(colorizer: PhotoColorizer, prepared: Prepared, result: Result, k: int,
+                        point: tuple[float, float] | None, out: Path, stem: str) -> list[Path]:
+    from colorlab.palette import palette_at_point, pixels_palette, write_palettes
 
-    palettes = {"image": image_palette(result.lab[0], k)}
+    palettes = {"image": pixels_palette(result.pixels, k)}
     extra = {}
     if point is not None:
         x, y = point
-        dist = colorizer.distribution_at(result, x, y)
-        lightness = float(result.lab[0, 0, int(y), int(x)])
-        palettes["point"] = palette_at_point(*dist, lightness, k)
+        dist = colorizer.distribution_at(result.out, prepared.shape, x, y)
+        palettes["point"] = palette_at_point(*dist, prepared.lightness(x, y), k)
         extra = {"point_xy": [x, y]}
     png, json_path = free_path(out / f"{stem}_palette.png"), free_path(out / f"{stem}_palette.json")
     write_palettes(palettes, png, json_path, extra)

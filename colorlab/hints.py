@@ -138,23 +138,44 @@ def _patch_means(ab: Tensor, top: Tensor, left: Tensor, sizes: Tensor) -> Tensor
     return (total / (sizes * sizes)[..., None]).float()
 
 
-def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, valid: Tensor, h: int, w: int
-                  ) -> tuple[Tensor, Tensor]:
-    """Paint K patches per image: values (B, K, 2), top/left/sizes/valid (B, K) -> (hint_ab, hint_mask).
+PAINT_CHUNK = 1 << 18  # patch pixels enumerated at once: bounds paint_patches' scratch memory (~20 MB)
 
-    Where patches overlap the later one wins (the reference loop paints in order).
+
+def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, valid: Tensor, h: int, w: int,
+                  chunk: int = PAINT_CHUNK) -> tuple[Tensor, Tensor]:
+    """Paint K patches per image: values (B, K, 2), top/left/sizes/valid (B, K) -> (hint_ab (B, 2, H, W),
+    hint_mask (B, 1, H, W)); patches are clipped to the image.
+
+    Where patches overlap the later one wins (the reference loop paints in order). The pixels of the
+    valid patches are enumerated and scattered, ``chunk`` at a time: time O(B H W + sum of patch
+    areas), scratch memory O(B H W + chunk), not O(B K H W).
     """
-    rows = torch.arange(h, device=values.device)
-    cols = torch.arange(w, device=values.device)
-    in_rows = (rows[None, None] >= top[..., None]) & (rows[None, None] < (top + sizes)[..., None])  # (B, K, H)
-    in_cols = (cols[None, None] >= left[..., None]) & (cols[None, None] < (left + sizes)[..., None])  # (B, K, W)
-    covers = in_rows[..., :, None] & in_cols[..., None, :] & valid[..., None, None]  # (B, K, H, W)
-    order = torch.arange(1, values.shape[1] + 1, device=values.device)[None, :, None, None]
-    last = (covers * order).amax(dim=1)  # (B, H, W): 1 + index of the last patch covering a pixel; 0: none
-    mask = (last > 0).float()[:, None]
+    b, k = sizes.shape
+    device = values.device
+    y0, x0 = top.clamp(min=0), left.clamp(min=0)
+    rows = ((top + sizes).clamp(max=h) - y0).clamp(min=0)
+    cols = ((left + sizes).clamp(max=w) - x0).clamp(min=0)
+    area = torch.where(valid, rows * cols, 0).flatten()  # (B*K,) painted pixels per patch
+    origin = (torch.arange(b, device=device)[:, None] * (h * w) + y0 * w + x0).flatten()  # first pixel
+    order = torch.arange(1, k + 1, device=device).repeat(b)  # 1 + index of each patch in its image
+    rows, cols = rows.flatten(), cols.flatten()
+    end = area.cumsum(0)
+    last = torch.zeros(b * h * w, dtype=torch.long, device=device)  # 1 + last patch covering a pixel; 0: none
+    total, done, first = int(end[-1]) if len(end) else 0, 0, 0
+    while done < total:
+        stop = max(int(torch.searchsorted(end, done + chunk, right=True)), first + 1)  # patches [first, stop)
+        count = int(end[stop - 1]) - done
+        patch = torch.repeat_interleave(torch.arange(first, stop, device=device), area[first:stop],
+                                        output_size=count)  # (count,) the patch of each painted pixel
+        inside = torch.arange(done, done + count, device=device) - (end - area)[patch]  # row-major in the patch
+        pixel = origin[patch] + inside // cols[patch] * w + inside % cols[patch]
+        last.scatter_reduce_(0, pixel, order[patch], "amax")
+        done, first = done + count, stop
+    last = last.view(b, h * w)
+    mask = (last > 0).float().view(b, 1, h, w)
     padded = torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)  # index 0 = no hint
-    hint_ab = padded.gather(1, last.flatten(1)[..., None].expand(-1, -1, 2))  # (B, H*W, 2)
-    return hint_ab.transpose(1, 2).reshape(values.shape[0], 2, h, w) * mask, mask
+    hint_ab = padded.gather(1, last[..., None].expand(-1, -1, 2))  # (B, H*W, 2)
+    return hint_ab.transpose(1, 2).reshape(b, 2, h, w) * mask, mask
 
 
 # --- a person's hints: JSON points on the input image ------------------------------------------

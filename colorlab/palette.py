@@ -10,6 +10,7 @@ Each colour comes with its share of the samples; palettes are sorted by share.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -44,12 +45,25 @@ def palette_at_point(probs: Tensor, centers: Tensor, lightness: float, k: int = 
     return _entries(lab, labels, len(centroids))
 
 
+@functools.lru_cache(maxsize=32)
+def _pick(n_pixels: int, max_pixels: int, seed: int) -> Tensor:
+    return torch.randperm(n_pixels, generator=torch.Generator().manual_seed(seed))[:max_pixels]
+
+
+def palette_pixels(lab: Tensor, max_pixels: int = 20000, seed: int = 0) -> Tensor:
+    """The pixels image_palette clusters: lab (3, H, W) -> (N, 3) Lab, all of them or ``max_pixels``
+    drawn at random (the same for every image of that size: keep them instead of the image)."""
+    pixels = lab.detach().float().cpu().flatten(1).T  # (H*W, 3)
+    return pixels[_pick(len(pixels), max_pixels, seed)] if len(pixels) > max_pixels else pixels
+
+
 def image_palette(lab: Tensor, k: int = 5, max_pixels: int = 20000, seed: int = 0) -> list[dict]:
     """lab (3, H, W) of the colourised image -> its k dominant colours (K-means in Lab)."""
-    pixels = lab.detach().float().cpu().flatten(1).T  # (H*W, 3)
-    if len(pixels) > max_pixels:
-        pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:max_pixels]
-        pixels = pixels[pick]
+    return pixels_palette(palette_pixels(lab, max_pixels, seed), k, seed)
+
+
+def pixels_palette(pixels: Tensor, k: int = 5, seed: int = 0) -> list[dict]:
+    """Lab pixels (N, 3) from ``palette_pixels`` -> their k dominant colours."""
     centroids, labels = kmeans(pixels, min(k, len(pixels)), seed=seed)
     return _entries(centroids, labels, len(centroids))
 

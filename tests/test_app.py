@@ -180,3 +180,69 @@ def test_api_downscales_over_budget_and_refuses_hostile_json(untrained):
         assert status == code and words in reply["error"], body[:10]
     status, reply = post(untrained + "/api/colorize", b"{}", "text/plain")
     assert status == 415 and "application/json" in reply["error"]
+
+
+def reference_rgb(model, size, rgb, hints):
+    """What colorize computed before uploads were kept as uint8: Lab kept in float32 at full resolution,
+    its L recombined with the upsampled ab (transcribed as the reference)."""
+    import torch.nn.functional as F
+
+    from colorlab.color import AB_NORM, lab_to_uint8, normalize_lab
+    from colorlab.hints import encode_hints
+
+    with torch.no_grad():
+        lab = uint8_to_lab(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+        l_small = F.interpolate(normalize_lab(lab)[0], size=(size, size), mode="bilinear", align_corners=False,
+                                antialias=True)
+        hint_ab, hint_mask = encode_hints(hints, tuple(lab.shape[-2:]), (size, size), 3) if hints else (None, None)
+        ab = model.decode(model(l_small, None, hint_ab, hint_mask))
+        ab = F.interpolate(ab.float(), size=lab.shape[-2:], mode="bilinear", align_corners=False) * AB_NORM
+        return lab_to_uint8(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).numpy()
+
+
+def test_kept_uploads_are_compact_and_results_bit_identical():
+    """An upload keeps 3 bytes per pixel plus working-size tensors, and its results are the float32 path's."""
+    from colorlab.app import ColorizeService
+    from colorlab.config import compose
+    from colorlab.hints import Hint
+    from colorlab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(compose("hints_unet", ["data.size=32", "net.width=8"]), with_data=False).eval()
+    colorizer = PhotoColorizer(model)
+    colorizer.band_pixels = 257 * 40 + 3  # bands of 40 rows: the last one shorter
+    service = ColorizeService(colorizer, 2**20, max_megapixels=1.0)
+    rgb = np.random.default_rng(3).integers(0, 256, (301, 257, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    reply = service.upload(buffer.getvalue())
+    assert np.array_equal(decode(reply["result"]), reference_rgb(model, 32, rgb, []))
+    points = [{"x": 10, "y": 20, "ab": [40, -30], "size": 30}, {"x": 200, "y": 250, "color": "#20c040"}]
+    reply = service.colorize({"id": reply["id"], "hints": points})
+    hints = [Hint(10, 20, (40.0, -30.0), 30.0), Hint(200, 250, color_to_ab("#20c040"))]
+    assert np.array_equal(decode(reply["result"]), reference_rgb(model, 32, rgb, hints))
+    (upload,) = service.images.values()
+    full = [t for t in vars(upload.prepared).values() if torch.is_tensor(t) and t.numel() >= rgb.size]
+    assert [(t.dtype, t.numel()) for t in full] == [(torch.uint8, rgb.size)]  # the photo, nothing else
+    assert upload.out.shape[-2:] == (32, 32) and upload.pixels.shape == (20000, 3)
+
+
+def test_uncertainty_overlay_in_bands_is_the_dense_map():
+    """The overlay computed on bands of rows equals the whole-image float version it replaced."""
+    import torch
+
+    from colorlab.app import uncertainty_overlay
+
+    def dense(entropy):
+        e = entropy.float()
+        scale = (e - e.min()) / (e.max() - e.min()).clamp_min(1e-6)
+        rgba = torch.stack([torch.full_like(scale, 255), 60 * (1 - scale), torch.zeros_like(scale), 150 * scale], -1)
+        return rgba.round().to(torch.uint8).numpy()
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(37, 53), (300, 7), (1, 1)]:
+        entropy = torch.rand(shape, generator=generator) * 5
+        for band_pixels in (1, 100, 1 << 18):  # one row at a time, a few rows, the whole image
+            assert (uncertainty_overlay(entropy, band_pixels) == dense(entropy)).all()
+    flat = torch.full((4, 4), 2.0)  # no spread: all transparent
+    assert (uncertainty_overlay(flat, 3) == dense(flat)).all()

@@ -88,6 +88,40 @@ def test_later_patches_paint_over_earlier_ones():
     assert mask[0, 0].sum() == 9 + 9 - 4 and mask[0, 0, 6, 6] == 0  # the invalid third is not painted
 
 
+def dense_paint(values, top, left, sizes, valid, h, w):
+    """The first paint_patches, a (B, K, H, W) coverage tensor, transcribed as the reference."""
+    rows, cols = torch.arange(h), torch.arange(w)
+    in_rows = (rows[None, None] >= top[..., None]) & (rows[None, None] < (top + sizes)[..., None])
+    in_cols = (cols[None, None] >= left[..., None]) & (cols[None, None] < (left + sizes)[..., None])
+    covers = in_rows[..., :, None] & in_cols[..., None, :] & valid[..., None, None]
+    order = torch.arange(1, values.shape[1] + 1)[None, :, None, None]
+    last = (covers * order).amax(dim=1)
+    mask = (last > 0).float()[:, None]
+    padded = torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)
+    hint_ab = padded.gather(1, last.flatten(1)[..., None].expand(-1, -1, 2))
+    return hint_ab.transpose(1, 2).reshape(values.shape[0], 2, h, w) * mask, mask
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 18])
+def test_scattered_painting_equals_the_dense_reference(chunk):
+    """Bit for bit, with overlaps, invalid hints, patches over the border and chunks splitting patches."""
+    gen = torch.Generator().manual_seed(11)
+    b, k, h, w = 5, 40, 23, 31
+    values = torch.randn(b, k, 2, generator=gen)
+    sizes = torch.randint(0, 12, (b, k), generator=gen)
+    top = torch.randint(-4, h, (b, k), generator=gen)
+    left = torch.randint(-4, w, (b, k), generator=gen)
+    valid = torch.rand(b, k, generator=gen) < 0.8
+    hint_ab, mask = paint_patches(values, top, left, sizes, valid, h, w, chunk=chunk)
+    ref_ab, ref_mask = dense_paint(values, top, left, sizes, valid, h, w)
+    assert torch.equal(mask, ref_mask) and torch.equal(hint_ab, ref_ab)
+    assert 0 < mask.mean() < 1  # the case covers overlaps and gaps
+    layout = draw_layout(b, h, w, HintSampling(max_hints=k), "cpu", gen)  # what sample_hints paints
+    args = (values[:, :layout.sizes.shape[1]], layout.top, layout.left, layout.sizes, layout.valid, h, w)
+    assert all(torch.equal(a, r) for a, r in zip(paint_patches(*args, chunk=chunk), dense_paint(*args),
+                                                  strict=True))
+
+
 def test_color_to_ab_matches_scikit_image():
     for hex_color, rgb in [("#d02020", (208, 32, 32)), ("#2a7", (34, 170, 119)), ("ffffff", (255, 255, 255))]:
         a, b = color_to_ab(hex_color)
