@@ -205,10 +205,11 @@ def test_kept_uploads_are_compact_and_results_bit_identical():
     from colorlab.app import ColorizeService
     from colorlab.config import compose
     from colorlab.hints import Hint
-    from colorlab.models import build_model
+    from colorlab.models import build_model, placeholder_prior
 
     torch.manual_seed(0)
-    model = build_model(compose("hints_unet", ["data.size=32", "net.width=8"]), with_data=False).eval()
+    cfg = compose("hints_unet", ["data.size=32", "net.width=8"])
+    model = build_model(cfg, placeholder_prior(cfg)).eval()
     colorizer = PhotoColorizer(model)
     colorizer.band_pixels = 257 * 40 + 3  # bands of 40 rows: the last one shorter
     service = ColorizeService(colorizer, 2**20, max_megapixels=1.0)

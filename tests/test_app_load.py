@@ -48,12 +48,12 @@ def tiny_checkpoint(tmp_path_factory):
     from omegaconf import OmegaConf
 
     from colorlab.config import compose
-    from colorlab.models import build_model
+    from colorlab.models import build_model, placeholder_prior
 
     cfg = compose("hints_unet", ["logger=none", "data.size=32", "net.width=8"])
     path = tmp_path_factory.mktemp("load") / "untrained.ckpt"
     torch.save({"colorlab_config": OmegaConf.to_container(cfg, resolve=True),
-                "state_dict": build_model(cfg, with_data=False).state_dict()}, path)
+                "state_dict": build_model(cfg, placeholder_prior(cfg)).state_dict()}, path)
     return path
 
 
