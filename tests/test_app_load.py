@@ -84,7 +84,13 @@ def peak_rss(pid: int) -> int:
 
 
 def open_sockets(pid: int) -> int:
-    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:  # a descriptor can close between the listing and the readlink
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return count
 
 
 def one_colour_png(width: int, height: int) -> bytes:
