@@ -22,6 +22,7 @@ from torch import Tensor
 from colorlab.color import rgb_to_lab
 
 AB_LIMIT = 110.0  # the ab grid spans [-AB_LIMIT, AB_LIMIT]^2 (richzhang)
+ZHANG_GRID = 10.0  # the ab grid spacing of Zhang's 313 bins
 CELL = 1.0  # side of the lookup cells for the candidate table, Lab units
 
 
@@ -67,7 +68,7 @@ def _gamut_centers(grid: float) -> Tensor:
     return torch.from_numpy(centers[near]).float()
 
 
-def gamut_centers(grid: float = 10.0) -> Tensor:
+def gamut_centers(grid: float = ZHANG_GRID) -> Tensor:
     """The in-gamut ab bin centres (Q, 2), a-major order; for grid 10 exactly Zhang's 313 bins.
 
     A grid centre c (step ``grid`` over [-110, 110]^2) is kept when one of the nine points

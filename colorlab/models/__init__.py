@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from colorlab.bins import gamut_centers, smooth_prior
+from colorlab.bins import ZHANG_GRID, gamut_centers, smooth_prior
 from colorlab.config import override
 from colorlab.embed import OUTPUT_DIMS
 from colorlab.hints import HintSampling
@@ -17,7 +17,6 @@ from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
 from colorlab.nets import build_net
 
-ZHANG_GRID = 10.0  # the ab grid of Zhang's 313 bins
 AUC_PRIOR_KEY = "val_metrics.auc.prior"
 
 FORMULATIONS: dict[str, type[Colorizer]] = {
