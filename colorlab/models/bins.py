@@ -97,7 +97,7 @@ class Bins1DColorizer(BinsColorizer):
     """
 
     def __init__(self, net, optim: dict, n_bins: int = 20, temperature: float = 0.38,
-                 target_sampling: str = "average_colors", n_samples: int = 8, data_prior: Tensor | None = None):
+                 target_sampling: str = "subsample", n_samples: int = 8, data_prior: Tensor | None = None):
         super().__init__(net, optim, temperature, n_samples, data_prior)
         check_target_sampling(target_sampling)
         self.n_bins, self.target_sampling = n_bins, target_sampling
@@ -146,8 +146,8 @@ class Bins2DColorizer(BinsColorizer):
 
     def __init__(self, net, optim: dict, centers: Tensor, prior: Tensor, bins: str = "gamut",
                  n_bins: int = 313, lam: float = 0.5, k: int = 5, sigma: float = 5.0, soft: bool = True,
-                 rebalance: bool = True, rebalance_uniform: str = "all", temperature: float = 0.38,
-                 loss_stride: int = 4, target_sampling: str = "average_colors", n_samples: int = 8,
+                 rebalance: bool = True, rebalance_uniform: str = "observed", temperature: float = 0.38,
+                 loss_stride: int = 4, target_sampling: str = "subsample", n_samples: int = 8,
                  data_prior: Tensor | None = None):
         super().__init__(net, optim, temperature, n_samples, data_prior)
         if loss_stride < 1:

@@ -31,7 +31,7 @@ class RegressionColorizer(Colorizer):
 
     def __init__(self, net, optim: dict, loss: str = "mse", huber_beta: float = 0.1, bins_head: bool = False,
                  bins_features: int = 32, bins_weight: float = 0.01, bins_stride: int = 2,
-                 target_sampling: str = "average_colors", n_samples: int = 8, data_prior: Tensor | None = None):
+                 target_sampling: str = "subsample", n_samples: int = 8, data_prior: Tensor | None = None):
         super().__init__(net, optim, n_samples, data_prior)
         check_target_sampling(target_sampling)
         self.target_sampling = target_sampling
