@@ -277,6 +277,30 @@ def entropy(logits: Tensor, dim: int = 1) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=dim)
 
 
+def fold_onto(grid_centers: Tensor, kept: Tensor) -> Tensor:
+    """The kept bin (index into ``kept`` (n, 2)) that each grid centre (G, 2) folds onto: its nearest, (G,) long."""
+    return hard_encode(grid_centers.float().T[None, :, :, None], kept.float()).flatten()
+
+
+def expand_to_grid(log_probs: Tensor, kept: Tensor, grid_centers: Tensor, grid_prior: Tensor) -> Tensor:
+    """Log-probabilities over n kept bins (B, n, H, W) -> over the G grid bins (B, G, H, W).
+
+    Each kept bin stands for the cell of grid bins folded onto it (``fold_onto``); its probability is
+    shared among them in proportion to the training prior ``grid_prior`` (G,) within the cell (a cell
+    without prior mass keeps it on the grid bin nearest the kept centre). Annealing then acts on a
+    density over equal-sized bins, as with the full grid: annealing the masses of unequal cells favours
+    the colours that sit alone in one small cell over those spread across several (docs/reference.md,
+    part 4).
+    """
+    cell = fold_onto(grid_centers, kept).to(log_probs.device)  # (G,)
+    p = grid_prior.to(log_probs.device, torch.float64)
+    cell_mass = torch.zeros(len(kept), dtype=torch.float64, device=p.device).index_add_(0, cell, p)
+    own = torch.zeros(len(p), dtype=torch.float64, device=p.device)
+    own[fold_onto(kept, grid_centers).to(p.device)] = 1.0  # the grid bin of each kept centre
+    share = torch.where(cell_mass[cell] > 0, p / cell_mass[cell].clamp_min(1e-300), own)
+    return log_probs.float()[:, cell] + share.log().float()[None, :, None, None]
+
+
 # --- 1D bins (a and b classified separately) ----------------------------------------------------
 def centers_1d(n_bins: int) -> Tensor:
     """Centres (K,) of K equal bins over [-110, 110], used for both a and b."""

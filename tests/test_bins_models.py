@@ -31,7 +31,7 @@ def test_bins2d_loss_equals_dense_weighted_cross_entropy(bins_cfg):
     gen = torch.Generator().manual_seed(0)
     batch = {"ab": (torch.rand(2, 2, 32, 32, generator=gen) * 2 - 1) * 0.8}
     out = torch.randn(2, len(model.centers), 8, 8, generator=gen)  # the plain net's stride 4
-    ab = F.avg_pool2d(batch["ab"], 4) * AB_NORM
+    ab = batch["ab"][..., ::4, ::4] * AB_NORM  # the default target_sampling: one pixel per 4x4 block
     target = soft_encode(ab, model.centers, k=5, sigma=5.0)  # (B, Q, 8, 8) dense reference
     pixel_weight = model.weights[target.argmax(dim=1)]
     expected = (pixel_weight * -(target * F.log_softmax(out, dim=1)).sum(dim=1)).mean()
@@ -43,7 +43,7 @@ def test_bins2d_buffers_are_saved_and_restored(bins_cfg, tmp_path):
     names = {name for name, _ in model.named_buffers()}
     assert {"centers", "prior", "weights"} <= names  # buffers: moved with .to(), broadcast by DDP
     assert model.centers.shape == (313, 2)
-    torch.testing.assert_close(model.weights, rebalance_weights(model.prior.double(), 0.5).float())
+    torch.testing.assert_close(model.weights, rebalance_weights(model.prior.double(), 0.5, "observed").float())
     assert (model.prior * model.weights).sum().item() == pytest.approx(1.0, abs=1e-4)
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": model.state_dict(), "colorlab_config": model.config}, path)
@@ -112,11 +112,12 @@ def test_a_model_uses_exactly_the_prior_it_is_given(tiny_overrides):
     gamut = build_model(compose("eccv16_full", tiny_overrides), counts)
     assert torch.equal(gamut.centers, centers)
     torch.testing.assert_close(gamut.prior, expected.float())
-    torch.testing.assert_close(gamut.weights, rebalance_weights(expected, 0.5).float())
+    torch.testing.assert_close(gamut.weights, rebalance_weights(expected, 0.5, "observed").float())
     frequent = build_model(compose("unet_bins", tiny_overrides + ["model.n_bins=4"]), counts)
     top4 = expected.argsort(descending=True)[:4].sort().values  # the 4 most likely under the smoothed prior
     assert torch.equal(frequent.centers, centers[top4])
     torch.testing.assert_close(frequent.prior.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(frequent.grid_prior, counts.float() / counts.sum())  # one-hot targets: the raw prior
     # every formulation weights auc_rebalanced with the same data prior, regression included
     regression = build_model(compose("regression_l2", tiny_overrides), counts)
     for model in (gamut, frequent, regression):

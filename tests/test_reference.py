@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from colorlab.bins import (
     block_average,
     block_colors,
+    expand_to_grid,
     gamut_centers,
     hard_encode,
     rebalance_weights,
@@ -231,3 +232,49 @@ def test_auc_without_a_prior_leaves_the_rebalanced_value_out():
     ab = torch.zeros(1, 2, 4, 4) + 20
     auc.update(ab, ab)
     assert set(auc.compute()) == {"auc", "auc_per_bin"}
+
+
+# --- part 4: annealing over the n most frequent bins -----------------------------------------------
+def test_expand_to_grid_shares_each_kept_bin_by_the_prior_in_its_cell():
+    grid = torch.tensor([[0.0, 0.0], [10.0, 0.0], [50.0, 0.0], [60.0, 0.0], [90.0, 0.0]])
+    kept = torch.tensor([[0.0, 0.0], [50.0, 0.0], [90.0, 0.0]])  # cells {0, 1}, {2, 3}, {4, 5}
+    grid = torch.cat([grid, torch.tensor([[100.0, 0.0]])])  # cell {4, 5} has no mass: all on bin 4, its centre
+    prior = torch.tensor([0.4, 0.1, 0.3, 0.2, 0.0, 0.0])
+    probs = torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1)
+    expanded = expand_to_grid(probs.log(), kept, grid, prior).exp().flatten()
+    by_hand = torch.tensor([0.5 * 0.8, 0.5 * 0.2, 0.3 * 0.6, 0.3 * 0.4, 0.2, 0.0])
+    torch.testing.assert_close(expanded, by_hand)
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_frequent_bins_anneal_like_the_full_grid(tiny_overrides, soft):
+    """The collapse of part 4 on a hand-made prior: a common mode (green, 70%) whose four grid neighbours
+    are among the 6 kept bins and a rare one (magenta, 30%) kept alone. For a pixel that is green or
+    magenta with those odds, the cross-entropy optimum is the mean of the two targets; its annealed mean
+    at T = 0.38 must match what the full 313-bin model gives on the same prior (the reference), not
+    collapse towards gray as annealing the kept bins' masses does with soft targets."""
+    green, magenta = (-50.0, 40.0), (50.0, -40.0)
+    centers = gamut_centers()
+    counts = torch.zeros(len(centers), dtype=torch.float64)
+    for ab, n in ((green, 70.0), (magenta, 30.0)):
+        counts[hard_encode(torch.tensor(ab).view(1, 2, 1, 1), centers).item()] = n
+
+    def optimum_chroma(model, temperature=0.38):
+        idx, w = model.encode(torch.tensor([green, magenta]).view(2, 2, 1, 1))
+        targets = torch.zeros(2, len(model.centers), 1, 1).scatter_(1, idx, w)
+        optimum = (0.7 * targets[:1] + 0.3 * targets[1:]).clamp_min(1e-12).log()
+        return float((model.decode_at(optimum, temperature) * AB_NORM).norm())
+
+    overrides = tiny_overrides + ["model.name=bins2d", f"model.soft={soft}", "model.rebalance=false"]
+    frequent = build_model(compose("unet_bins", overrides + ["model.n_bins=6"]), counts)
+    full_grid = build_model(compose("unet_bins", overrides + ["model.bins=gamut", "model.n_bins=313"]), counts)
+    kept = {tuple(c) for c in frequent.centers.tolist()}  # the setting: green with its 4 neighbours, magenta alone
+    assert kept == {green, magenta, (-60.0, 40.0), (-40.0, 40.0), (-50.0, 30.0), (-50.0, 50.0)}
+    reference = optimum_chroma(full_grid)
+    # soft: the cells share by the smoothed prior (a 3-sigma Gaussian, 9 bins), the encoding spreads over k = 5
+    assert optimum_chroma(frequent) == pytest.approx(reference, abs=1e-3 if not soft else 2.5)
+    frequent.frequent_decode = "kept"
+    if soft:  # the behaviour before the fix: the lone rare bin wins the annealing
+        assert optimum_chroma(frequent) < reference - 15
+    # the mode is the common colour either way
+    assert optimum_chroma(frequent, 0.0) == pytest.approx(float(torch.tensor(green).norm()), abs=1e-4)

@@ -91,5 +91,8 @@ def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -
     state = checkpoint["state_dict"]
     if AUC_PRIOR_KEY not in state:  # written before checkpoints held the data prior: no auc_rebalanced
         state = {**state, AUC_PRIOR_KEY: torch.zeros_like(model.val_metrics.auc.prior)}
+    if hasattr(model, "grid_prior") and "grid_prior" not in state:  # frequent bins, before issue 12 part 4:
+        state = {**state, "grid_centers": model.grid_centers,      # decoded over the kept bins, as then
+                 "grid_prior": torch.zeros_like(model.grid_prior)}
     model.load_state_dict(state)
     return model.eval()

@@ -18,6 +18,8 @@ from colorlab.bins import (
     centers_1d,
     encode_1d,
     entropy,
+    expand_to_grid,
+    fold_onto,
     frequent_centers,
     gamut_centers,
     hard_encode,
@@ -30,6 +32,7 @@ from colorlab.metrics import chroma
 from colorlab.models.base import Colorizer
 
 BIN_SOURCES = ("gamut", "frequent")
+FREQUENT_DECODES = ("grid", "kept")
 
 
 def check_target_sampling(target_sampling: str) -> None:
@@ -141,18 +144,28 @@ class Bins2DColorizer(BinsColorizer):
     one target per block of ``loss_stride`` x ``loss_stride`` pixels (``target_sampling``).
 
     Buffers (saved in checkpoints, identical on every DDP rank): ``centers`` (Q, 2) Lab units,
-    ``prior`` (Q,) and ``weights`` (Q,) with sum(prior * weights) = 1.
+    ``prior`` (Q,) and ``weights`` (Q,) with sum(prior * weights) = 1; with the n most frequent bins also
+    ``grid_centers`` (G, 2) and ``grid_prior`` (G,), the grid they were chosen from and the distribution of
+    the training targets over it (the smoothed prior for soft targets, the raw one for one-hot targets),
+    over which ``frequent_decode=grid`` decodes.
     """
 
     def __init__(self, net, optim: dict, centers: Tensor, prior: Tensor, bins: str = "gamut",
                  n_bins: int = 313, lam: float = 0.5, k: int = 5, sigma: float = 5.0, soft: bool = True,
                  rebalance: bool = True, rebalance_uniform: str = "observed", temperature: float = 0.38,
-                 loss_stride: int = 4, target_sampling: str = "subsample", n_samples: int = 8,
+                 loss_stride: int = 4, target_sampling: str = "subsample", frequent_decode: str = "grid",
+                 grid_centers: Tensor | None = None, grid_prior: Tensor | None = None, n_samples: int = 8,
                  data_prior: Tensor | None = None):
         super().__init__(net, optim, temperature, n_samples, data_prior)
         if loss_stride < 1:
             raise ValueError(f"model.loss_stride must be >= 1. Got {loss_stride}")
+        if frequent_decode not in FREQUENT_DECODES:
+            raise ValueError(f"model.frequent_decode must be one of {FREQUENT_DECODES}. Got {frequent_decode!r}")
         check_target_sampling(target_sampling)
+        self.frequent_decode = frequent_decode
+        if grid_centers is not None:  # the n most frequent bins: the grid they stand for
+            self.register_buffer("grid_centers", grid_centers.float())
+            self.register_buffer("grid_prior", grid_prior.float())
         self.k, self.sigma, self.soft, self.loss_stride = k, sigma, soft, loss_stride
         self.target_sampling = target_sampling
         self.register_buffer("centers", centers.float())
@@ -178,9 +191,12 @@ class Bins2DColorizer(BinsColorizer):
             return {"centers": all_centers, "prior": smooth_prior(counts, all_centers, cfg.prior.sigma)}
         kept = frequent_centers(all_centers, smooth_prior(counts, all_centers, cfg.prior.sigma), model.n_bins)
         # colours outside the kept set belong to their nearest kept bin
-        nearest = hard_encode(all_centers.T[None, :, :, None], kept).flatten()
-        kept_counts = torch.zeros(len(kept), dtype=torch.float64).index_add_(0, nearest, counts.double())
-        return {"centers": kept, "prior": smooth_prior(kept_counts, kept, cfg.prior.sigma)}
+        kept_counts = torch.zeros(len(kept), dtype=torch.float64).index_add_(0, fold_onto(all_centers, kept),
+                                                                            counts.double())
+        return {"centers": kept, "prior": smooth_prior(kept_counts, kept, cfg.prior.sigma),
+                # how the targets spread over the grid: soft encoding ~ the prior smoothed like it, one-hot = raw
+                "grid_centers": all_centers,
+                "grid_prior": smooth_prior(counts, all_centers, cfg.prior.sigma if model.soft else 0.0)}
 
     def encode(self, ab: Tensor) -> tuple[Tensor, Tensor]:
         """ab (B, 2, H, W) Lab units -> targets in sparse form (indices, weights) (B, k, H, W), most likely first."""
@@ -209,11 +225,20 @@ class Bins2DColorizer(BinsColorizer):
             cross_entropy = -(weights * log_p.gather(1, target)).sum(dim=1)
         return (self.weights[most_likely] * cross_entropy).mean()
 
+    def _on_grid(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, centres) to decode from: the network's own, or with ``frequent_decode=grid`` its
+        distribution over the n kept bins spread onto the grid they were chosen from (B, G, h, w)."""
+        if not hasattr(self, "grid_centers") or self.frequent_decode == "kept" or not self.grid_prior.any():
+            return out.float(), self.centers  # (a checkpoint from before the grid was stored has grid_prior 0)
+        log_p = F.log_softmax(out.float(), dim=1)
+        return expand_to_grid(log_p, self.centers, self.grid_centers, self.grid_prior), self.grid_centers
+
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
-        return annealed_mean_logits(out.float(), self.centers, temperature) / AB_NORM
+        return annealed_mean_logits(*self._on_grid(out), temperature) / AB_NORM
 
     def pixel_entropy(self, out: Tensor) -> Tensor:
         return entropy(out)
 
     def ab_distribution(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        return out.float().softmax(dim=1), self.centers
+        logits, centers = self._on_grid(out)
+        return logits.softmax(dim=1), centers
