@@ -225,6 +225,7 @@ def plot_temperature_tradeoff(results: dict, decodings: dict, path: Path) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     from colorlab.models import load_colorizer
+    from colorlab.models.bins import check_frequent_decode
 
     argv = sys.argv[1:] if argv is None else argv
     if (code := usage_exit_code(argv, __doc__)) is not None:
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = override(OmegaConf.create(model.config), overrides)
         if any(t < 0 for t in cfg.evaluate.temperatures):
             raise ConfigError(f"evaluate.temperatures must be >= 0. Got {list(cfg.evaluate.temperatures)}")
+        if hasattr(model, "frequent_decode"):  # a decoding choice: model.frequent_decode=kept decodes as before
+            model.frequent_decode = check_frequent_decode(cfg.model.get("frequent_decode", "grid"))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,8 @@ def test_evaluate_errors_are_clear(tmp_path, capsys, bins_run):
     checkpoint = bins_run / "checkpoints" / "last.ckpt"
     assert evaluate_main([f"ckpt={checkpoint}", "evaluate.temperature=[0]"]) == 2
     assert "evaluate.temperatures" in capsys.readouterr().err
+    assert evaluate_main([f"ckpt={checkpoint}", "model.frequent_decode=nearest"]) == 2
+    assert "model.frequent_decode must be one of ('grid', 'kept')" in capsys.readouterr().err
 
 
 def test_fid_and_lpips_are_skipped_with_one_line_each_without_weights(bins_run, tmp_path, monkeypatch, capsys):

@@ -40,6 +40,12 @@ def check_target_sampling(target_sampling: str) -> None:
         raise ValueError(f"model.target_sampling must be one of {TARGET_SAMPLINGS}. Got {target_sampling!r}")
 
 
+def check_frequent_decode(frequent_decode: str) -> str:
+    if frequent_decode not in FREQUENT_DECODES:
+        raise ValueError(f"model.frequent_decode must be one of {FREQUENT_DECODES}. Got {frequent_decode!r}")
+    return frequent_decode
+
+
 def hard_targets(idx: Tensor) -> tuple[Tensor, Tensor]:
     """Class indices (B, H, W) as one-hot targets in sparse form: (indices (B, 1, H, W), weights 1)."""
     return idx[:, None], torch.ones(idx[:, None].shape, device=idx.device)
@@ -159,10 +165,8 @@ class Bins2DColorizer(BinsColorizer):
         super().__init__(net, optim, temperature, n_samples, data_prior)
         if loss_stride < 1:
             raise ValueError(f"model.loss_stride must be >= 1. Got {loss_stride}")
-        if frequent_decode not in FREQUENT_DECODES:
-            raise ValueError(f"model.frequent_decode must be one of {FREQUENT_DECODES}. Got {frequent_decode!r}")
         check_target_sampling(target_sampling)
-        self.frequent_decode = frequent_decode
+        self.frequent_decode = check_frequent_decode(frequent_decode)
         if grid_centers is not None:  # the n most frequent bins: the grid they stand for
             self.register_buffer("grid_centers", grid_centers.float())
             self.register_buffer("grid_prior", grid_prior.float())
