@@ -46,3 +46,78 @@ def test_never_writes_over_an_existing_directory(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(SystemExit, match="never writes over"):
         main(["ckpt=x", "input=y", f"out={tmp_path / 'out'}"])
+
+
+def test_frames_folder_in_numeric_order_and_without_gaps(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(1, 12):  # frame_1 .. frame_11, unpadded: by name, frame_10 would come second
+        Image.new("RGB", (16, 16), (20 * i, 0, 0)).save(folder / f"frame_{i}.png")
+    frames, _ = read_clip(folder, 64)
+    assert [int(f[0, 0, 0]) for f in frames] == [20 * i for i in range(1, 12)]
+    (folder / "frame_7.png").unlink()
+    with pytest.raises(ValueError, match=r"missing frame numbers \[7\]"):
+        read_clip(folder, 64)
+
+
+def test_variable_frame_rate_is_refused(tmp_path):
+    import av
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for pts in (0, 40, 80, 200, 240, 280):  # a 120 ms hole among 40 ms intervals
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(ValueError, match="variable frame rate"):
+        read_clip(path, 64)
+
+
+def test_odd_sizes_are_kept_exactly(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (4, 31, 45, 3), dtype=np.uint8)
+    write_clip(tmp_path / "odd.mp4", frames, Fraction(15))
+    back, rate = read_clip(tmp_path / "odd.mp4", 64)
+    assert back.shape == frames.shape and rate == 15
+
+
+@pytest.fixture
+def untrained(tmp_path, tiny_overrides):
+    """Checkpoints of the per-frame and the propagation experiments, untrained (the command's plumbing)."""
+    import torch
+
+    from colorlab.config import compose
+    from colorlab.models import build_model, placeholder_prior
+
+    paths = {}
+    for name in ("video_frame", "video_propagate"):
+        cfg = compose(name, tiny_overrides + ["data.size=32"])
+        model = build_model(cfg, placeholder_prior(cfg))
+        paths[name] = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": model.state_dict(), "colorlab_config": model.config}, paths[name])
+    return paths
+
+
+def test_key_frame_hints_file(tmp_path, untrained):
+    import json
+
+    frames = np.full((5, 27, 41, 3), 128, np.uint8)
+    write_clip(tmp_path / "clip.mp4", frames, Fraction(8))
+    hints = tmp_path / "key.json"
+    hints.write_text(json.dumps([{"x": 20, "y": 13, "ab": [40, -30]}]))
+    args = [f"input={tmp_path / 'clip.mp4'}", f"hints={hints}"]
+    with pytest.raises(SystemExit, match="needs a checkpoint trained with hints"):
+        main([f"ckpt={untrained['video_frame']}", f"out={tmp_path / 'a'}", *args])
+    hints.write_text(json.dumps([{"x": 99, "y": 13, "ab": [40, -30]}]))  # outside the 41 x 27 frames
+    with pytest.raises(SystemExit, match="key.json"):
+        main([f"ckpt={untrained['video_propagate']}", f"out={tmp_path / 'b'}", *args])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    hints.write_text(json.dumps([{"x": 20, "y": 13, "ab": [40, -30]}]))
+    assert main([f"ckpt={untrained['video_propagate']}", f"out={tmp_path / 'c'}", *args]) == 0
+    back, rate = read_clip(tmp_path / "c" / "colorized.mp4", 64)
+    assert back.shape == frames.shape and rate == 8  # the input's odd size and rate

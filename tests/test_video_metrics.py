@@ -204,3 +204,27 @@ def test_propagation_carries_the_key_frame_colours_along_the_motion():
         # without the key frame there is nothing to propagate
         _, ab0 = propagate_clip(CopyHints(), rgb, None)
         assert ab0.abs().max() == 0
+
+
+def test_propagation_from_a_partial_key_frame_keeps_the_rest_unhinted():
+    from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.video.evaluate import propagate_clip
+
+    class CopyHints(torch.nn.Module):  # predicts the hint where there is one, gray elsewhere
+        hint_sampling = True
+
+        def forward(self, l, embedding, hint_ab, hint_mask):
+            return hint_ab * hint_mask
+
+        def predict_ab(self, out, size):
+            return out
+
+    shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 0, "vx": 0, "L": 60.0}]
+    c = render_clip(np.random.default_rng(5), 48, 4, 1.0, noise=0.0, shapes=shapes)
+    rgb = torch.from_numpy(c["rgb"]).permute(0, 3, 1, 2)
+    key = normalize_lab(uint8_to_lab(rgb[:1]))[1][0]
+    region = torch.from_numpy(c["bimodal"][0])[None].float()  # (1, H, W): hints on the diamond only
+    _, ab = propagate_clip(CopyHints(), rgb, key, region)
+    inside, outside = region[0].bool(), ~region[0].bool()
+    assert ab[-1].norm(dim=0)[inside].mean() > 40  # the still diamond keeps its colour to the last frame
+    assert ab[:, :, outside].abs().max() < 0.5  # nothing hinted elsewhere (bilinear warping: a trace at the edge)

@@ -1,7 +1,8 @@
-"""``python -m colorlab.video ckpt=PATH input=clip.mp4|frames_dir/ out=DIR [max_side=2048]``
+"""``python -m colorlab.video ckpt=PATH input=clip.mp4|frames_dir/ out=DIR [hints=keyframe.json] [max_side=2048]``
 
 Colourizes a clip frame by frame (stack models see the centred stack; hint models propagate their own
-previous colours along Farneback flow) at the checkpoint's working size, recombines the predicted ab
+previous colours along Farneback flow, from the first frame's ``hints``: colorize's hints file format,
+points in pixels of the input frames) at the checkpoint's working size, recombines the predicted ab
 with the full-resolution L, and writes ``DIR/colorized.mp4`` (same size and frame rate),
 ``DIR/preview.mp4`` (gray | colour [| input when it was in colour]) and ``DIR/metrics.json`` / ``.md``
 (CDC; warp error along Farneback flow of the input). Every input problem is reported before ``DIR``
@@ -11,6 +12,7 @@ is created; an existing ``DIR`` is never written over.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -22,12 +24,40 @@ import torch.nn.functional as F
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a frames folder in frame order: by the number their names end with when they all
+    have one (``frame_2.png`` before ``frame_10.png``), which must then run without gaps; else by name."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise ValueError(f"{folder}: no image frames (valid: {sorted(IMAGE_EXTS)})")
+    numbers = [re.search(r"(\d+)$", p.stem) for p in files]
+    if not all(numbers):
+        return sorted(files)
+    by_number = sorted(zip((int(m.group(1)) for m in numbers), files, strict=True))
+    present = [n for n, _ in by_number]
+    missing = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+    if missing or len(set(present)) < len(present):
+        problem = f"missing frame numbers {missing[:10]}" if missing else "two files with the same frame number"
+        raise ValueError(f"{folder}: {problem}{' ...' if len(missing) > 10 else ''}; the frames of a clip must be "
+                         f"numbered consecutively ({by_number[0][1].name} .. {by_number[-1][1].name})")
+    return [p for _, p in by_number]
+
+
+def check_constant_rate(path: Path, pts: list, time_base: Fraction) -> None:
+    """Temporal metrics and the output's rate assume equal frame intervals: refuse a variable frame rate."""
+    if len(pts) < 3 or None in pts:
+        return
+    intervals = np.diff(np.asarray(pts, dtype=np.float64)) * float(time_base)
+    if intervals.min() <= 0 or intervals.max() > 1.02 * intervals.min():
+        raise ValueError(f"{path}: variable frame rate (frame intervals {1000 * intervals.min():.1f} to "
+                         f"{1000 * intervals.max():.1f} ms); re-encode it at a constant rate first, e.g. "
+                         "ffmpeg -i IN -vf fps=25 OUT.mp4")
+
+
 def read_clip(path: Path, max_side: int) -> tuple[np.ndarray, Fraction]:
     """uint8 (T, H, W, 3) and the frame rate; ValueError naming the file and what is valid."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise ValueError(f"{path}: no image frames (valid: {sorted(IMAGE_EXTS)})")
+        files = frame_files(path)
         from PIL import Image
 
         frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
@@ -44,7 +74,9 @@ def read_clip(path: Path, max_side: int) -> tuple[np.ndarray, Fraction]:
                     raise ValueError(f"{path}: no video stream (audio only?); give a video file or a frames folder")
                 stream = container.streams.video[0]
                 rate = stream.average_rate or Fraction(25)
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+                decoded = list(container.decode(stream))
+                frames = [f.to_ndarray(format="rgb24") for f in decoded]
+                check_constant_rate(path, [f.pts for f in decoded], stream.time_base)
         except av.error.FFmpegError as e:
             raise ValueError(f"{path}: not a readable video (corrupt or truncated?): {e}") from e
     if not frames:
@@ -60,10 +92,10 @@ def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
     h, w = frames.shape[1:3]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        # 4:2:0 (what every player decodes) needs even sides; an odd-sized clip keeps its exact size in 4:4:4
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p" if w % 2 == h % 2 == 0 else "yuv444p"
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: h - h % 2, : w - w % 2]),
-                                                                   format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -71,15 +103,18 @@ def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
 
 def main(argv: list[str]) -> int:
     from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
+    from colorlab.colorize import DEFAULT_HINT_PATCH
+    from colorlab.hints import encode_hints, load_hints
     from colorlab.models import load_colorizer
     from colorlab.video.evaluate import colorize_clip, propagate_clip
     from colorlab.video.flow import consistency_mask, farneback
     from colorlab.video.metrics import cdc, warp_error
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown = set(args) - {"ckpt", "input", "out", "max_side"}
+    unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints"}
     if unknown or not {"ckpt", "input", "out"} <= set(args):
-        raise SystemExit(f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [max_side=N]"
+        raise SystemExit(f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [hints=FILE.json] "
+                         f"[max_side=N]"
                          f"{'; unknown: ' + str(sorted(unknown)) if unknown else ''}")
     src, out = Path(args["input"]), Path(args["out"])
     if out.exists():
@@ -89,15 +124,24 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"{src}: no such file or folder")
         frames, rate = read_clip(src, int(args.get("max_side", 2048)))
         model = load_colorizer(args["ckpt"])
+        size = int(model.config["data"]["size"])
+        key = None
+        if "hints" in args:
+            if model.hint_sampling is None:
+                raise ValueError("hints= needs a checkpoint trained with hints (experiment=hints_unet or "
+                                 "video_propagate); this one is " + str(model.config.get("experiment")))
+            height, width = frames.shape[1:3]
+            hint_ab, hint_mask = encode_hints(load_hints(args["hints"], width, height), (height, width),
+                                              (size, size), DEFAULT_HINT_PATCH)
+            key = (hint_ab[0], hint_mask[0])
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    size = int(model.config["data"]["size"])
     full = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
     if model.hint_sampling is not None:
-        _, abs_ = propagate_clip(model, small)
+        _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True)
     else:
-        _, abs_ = colorize_clip(model, small)
+        _, abs_ = colorize_clip(model, small, progress=True)
     l_full, _ = normalize_lab(uint8_to_lab(full))
     ab_full = F.interpolate(abs_ / 110.0, size=full.shape[-2:], mode="bilinear", align_corners=False)
     rgb = lab_to_uint8(denormalize_lab(l_full, ab_full))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
 from colorlab.data.synthetic import BIMODAL_AB
@@ -34,8 +35,10 @@ def clip_scores(rgb_u8: torch.Tensor, clip: dict, lab_ab: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def colorize_clip(model, rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(colourized uint8 clip, its ab in Lab units) from the L of ``rgb_u8`` (T, 3, H, W)."""
+def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: int = 16
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colourized uint8 clip, its ab in Lab units) from the L of ``rgb_u8`` (T, 3, H, W), ``chunk`` frames
+    per network call."""
     l, _ = normalize_lab(uint8_to_lab(rgb_u8))
     stack = int((model.config or {}).get("data", {}).get("stack", 1) or 1)
     inp = l
@@ -43,17 +46,24 @@ def colorize_clip(model, rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         t = l.shape[0]
         idx = [[min(max(u, 0), t - 1) for u in range(i - stack // 2, i + stack // 2 + 1)] for i in range(t)]
         inp = l[:, 0][torch.tensor(idx)]
-    ab = model.predict_ab(model(inp), l.shape[-2:])
+    bar = tqdm(total=len(inp), desc="colorize", unit="frame", disable=None if progress else True)
+    abs_ = []
+    for start in range(0, len(inp), chunk):
+        abs_.append(model.predict_ab(model(inp[start:start + chunk]), l.shape[-2:]))
+        bar.update(len(abs_[-1]))
+    bar.close()
+    ab = torch.cat(abs_)
     lab = denormalize_lab(l, ab)
     return lab_to_uint8(lab), lab[:, 1:]
 
 
 @torch.no_grad()
-def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), all
-    pixels, the user's colours; None: no hints), every later frame the previous prediction warped
-    along Farneback flow of the gray frames, masked by forward-backward consistency."""
+def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = None,
+                   key_mask: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), the
+    user's colours) where ``key_mask`` (1, H, W) is 1 (None: every pixel; no key_ab: no hints), every
+    later frame the previous prediction warped along Farneback flow of the gray frames, masked by
+    forward-backward consistency."""
     from colorlab.video.flow import consistency_mask, farneback, warp
 
     l, _ = normalize_lab(uint8_to_lab(rgb_u8))
@@ -63,8 +73,9 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     hint_ab = torch.zeros(1, 2, h, w)
     hint_mask = torch.zeros(1, 1, h, w)
     if key_ab is not None:
-        hint_ab, hint_mask = key_ab[None].float(), torch.ones(1, 1, h, w)
-    for t in range(l.shape[0]):
+        hint_ab = key_ab[None].float()
+        hint_mask = torch.ones(1, 1, h, w) if key_mask is None else key_mask[None].float()
+    for t in tqdm(range(l.shape[0]), desc="propagate", unit="frame", disable=None if progress else True):
         if t > 0:
             back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]  # frame t -> t-1
             fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
