@@ -13,6 +13,7 @@ then ``python docs/soft_targets_study.py RUNS`` prints the table (about a minute
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,10 @@ COLUMNS = ("chroma_bimodal", "chroma_bimodal_mode", "auc_rebalanced", "colorfuln
 
 
 def decode(checkpoint: Path, frequent_decode: str) -> dict:
+    """Metrics of the checkpoint decoded at T = 0.38 and T = 0, cached next to it (``decoded-<decoding>.json``)."""
+    cache = checkpoint.parent / f"decoded-{frequent_decode}.json"
+    if cache.is_file() and cache.stat().st_mtime > checkpoint.stat().st_mtime:
+        return json.loads(cache.read_text())
     model = load_colorizer(checkpoint)
     model.frequent_decode = frequent_decode
     cfg = OmegaConf.create(model.config)
@@ -34,7 +39,9 @@ def decode(checkpoint: Path, frequent_decode: str) -> dict:
     cfg.evaluate.fid = cfg.evaluate.lpips = False
     results = evaluate(model, cfg)
     annealed, mode = results["T=0.38"], results["T=0"]
-    return {**annealed, "chroma_bimodal_mode": mode["chroma_bimodal"]}
+    row = {**annealed, "chroma_bimodal_mode": mode["chroma_bimodal"]}
+    cache.write_text(json.dumps(row))
+    return row
 
 
 def main(runs: Path) -> None:
@@ -46,7 +53,7 @@ def main(runs: Path) -> None:
         for bins in ("313", "32"):
             for lam in ("0", "0.5"):
                 checkpoint = runs / f"study_{targets}_{bins}_lam{lam}" / "checkpoints" / "last.ckpt"
-                if not checkpoint.is_file():
+                if not (checkpoint.parent.parent / "metrics.json").is_file():  # metrics.json: the run has ended
                     print(f"| {targets} | {bins} | {lam} | (not trained: {checkpoint}) | | | | | |")
                     continue
                 for frequent_decode in (("grid", "kept") if bins == "32" else ("grid",)):
