@@ -175,19 +175,22 @@ def test_video_evaluate_feeds_stacks_and_scores_the_ground_truth_floor():
     assert truth["warp_error"] < 1e-20 and truth["flip_rate"] == 0.0 and truth["psnr"] > 100
 
 
+class CopyHints(torch.nn.Module):
+    """A stand-in hint model: predicts the hint where there is one, gray elsewhere."""
+
+    hint_sampling = True
+
+    def forward(self, l, embedding, hint_ab, hint_mask):
+        return hint_ab * hint_mask
+
+    def predict_ab(self, out, size):
+        return out
+
+
 def test_propagation_carries_the_key_frame_colours_along_the_motion():
     from colorlab.color import normalize_lab, uint8_to_lab
     from colorlab.video.evaluate import propagate_clip
     from colorlab.video.metrics import clip_modes
-
-    class CopyHints(torch.nn.Module):  # predicts the hint where there is one, gray elsewhere
-        hint_sampling = True
-
-        def forward(self, l, embedding, hint_ab, hint_mask):
-            return hint_ab * hint_mask
-
-        def predict_ab(self, out, size):
-            return out
 
     shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 1, "vx": 2, "L": 60.0}]
     for mode_p in (0.0, 1.0):  # magenta, then green diamond
@@ -209,15 +212,6 @@ def test_propagation_carries_the_key_frame_colours_along_the_motion():
 def test_propagation_from_a_partial_key_frame_keeps_the_rest_unhinted():
     from colorlab.color import normalize_lab, uint8_to_lab
     from colorlab.video.evaluate import propagate_clip
-
-    class CopyHints(torch.nn.Module):  # predicts the hint where there is one, gray elsewhere
-        hint_sampling = True
-
-        def forward(self, l, embedding, hint_ab, hint_mask):
-            return hint_ab * hint_mask
-
-        def predict_ab(self, out, size):
-            return out
 
     shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 0, "vx": 0, "L": 60.0}]
     c = render_clip(np.random.default_rng(5), 48, 4, 1.0, noise=0.0, shapes=shapes)
