@@ -76,6 +76,8 @@ def add_lab(batch: dict) -> dict:
         b, n = batch["context"].shape[:2]
         l_stack = normalize_lab(uint8_to_lab(batch["context"].flatten(0, 1)))[0]
         batch["l_stack"] = l_stack.reshape(b, n, *l_stack.shape[-2:])
+    if "previous" in batch:  # data.previous (issue 13): frame t-1's ab carried along the flow (B, 2, H, W)
+        batch["previous_ab"] = normalize_lab(uint8_to_lab(batch.pop("previous")))[1] * batch["previous_valid"]
     return batch
 
 

@@ -158,6 +158,10 @@ class Colorizer(pl.LightningModule):
             return None
         if self.hint_sampling is not None and "hint_ab" not in batch:
             batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], self.hint_sampling)
+            if "previous_ab" in batch:  # video_propagate: frames with a previous one get its colours as hints
+                carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
+                batch["hint_ab"] = torch.where(carried, batch["previous_ab"], batch["hint_ab"])
+                batch["hint_mask"] = torch.where(carried, batch["previous_valid"].float(), batch["hint_mask"])
         loss = self.loss(self.run_net(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss

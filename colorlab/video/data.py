@@ -77,10 +77,40 @@ def render_frame(scene: dict, t: int, noise: float, noise_rng: np.random.Generat
     return (lab2rgb(lab) * 255.0 + 0.5).astype(np.uint8), labels
 
 
+def layer_velocities(shapes: list[dict]) -> np.ndarray:
+    """(len(shapes) + 1, 2) int (dx, dy) per layer label: 0 the static background, i + 1 shape i."""
+    return np.array([[0, 0]] + [[s["vx"], s["vy"]] for s in shapes], np.int64)
+
+
+def exact_flow(labels_from: np.ndarray, labels_to: np.ndarray, velocity: np.ndarray, step: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact flow from a frame to the next (``step`` +1) or the previous (-1) one, and its mask:
+    float32 (2, H, W) (dx, dy) = step * the velocity of the topmost layer, and bool (H, W), pixels
+    still visible there (inside the frame, the same layer on top)."""
+    size_y, size_x = labels_from.shape
+    d = step * velocity[labels_from]
+    iy, ix = np.mgrid[0:size_y, 0:size_x]
+    ty, tx = iy + d[..., 1], ix + d[..., 0]
+    inside = (ty >= 0) & (ty < size_y) & (tx >= 0) & (tx < size_x)
+    valid = inside & (labels_to[ty.clip(0, size_y - 1), tx.clip(0, size_x - 1)] == labels_from)
+    return np.ascontiguousarray(d.transpose(2, 0, 1).astype(np.float32)), valid
+
+
+def carry_back(previous_rgb: np.ndarray, back: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Frame t-1 (H, W, 3) carried onto frame t's grid along the exact (integer) flow ``back`` from t
+    to t-1 (2, H, W); pixels not ``valid`` (disoccluded) are 0."""
+    h, w = valid.shape
+    iy, ix = np.mgrid[0:h, 0:w]
+    ty = (iy + back[1].astype(np.int64)).clip(0, h - 1)
+    tx = (ix + back[0].astype(np.int64)).clip(0, w - 1)
+    return previous_rgb[ty, tx] * valid[..., None]
+
+
 def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float, noise: float = 2.0,
                 shapes: list[dict] | None = None, noise_seed=None) -> dict:
     """One clip as numpy arrays: ``rgb`` uint8 (T, H, W, 3), ``flow`` float32 (T-1, 2, H, W) (dx, dy),
-    ``valid`` bool (T-1, H, W) (pixel of frame t visible in frame t+1), ``bimodal`` bool (T, H, W),
+    ``valid`` bool (T-1, H, W) (pixel of frame t visible in frame t+1), ``back_flow`` and
+    ``back_valid`` the same from frame t+1 to frame t, ``bimodal`` bool (T, H, W),
     ``mode`` +1 (green) or -1 (magenta). ``shapes`` replaces the random ones when given; the
     background is static. Frame t's noise comes from ``noise_seed + [t]`` (a list) when given."""
     scene = clip_scene(rng, size, p_first, shapes)
@@ -91,24 +121,19 @@ def render_clip(rng: np.random.Generator, size: int, frames: int, p_first: float
         noise_rng = rng if noise_seed is None else np.random.default_rng([*noise_seed, t])
         rgb[t], labels[t] = render_frame(scene, t, noise, noise_rng)
     # exact flow: the velocity of the topmost layer; visible iff the same layer is on top at x + v in t+1
-    v = np.array([[0, 0]] + [[s["vx"], s["vy"]] for s in shapes], np.int64)  # per label (dx, dy)
-    flow = np.zeros((frames - 1, 2, size, size), np.float32)
-    valid = np.zeros((frames - 1, size, size), bool)
-    iy, ix = np.mgrid[0:size, 0:size]
-    for t in range(frames - 1):
-        d = v[labels[t]]
-        flow[t, 0], flow[t, 1] = d[..., 0], d[..., 1]
-        ty, tx = iy + d[..., 1], ix + d[..., 0]
-        inside = (ty >= 0) & (ty < size) & (tx >= 0) & (tx < size)
-        valid[t] = inside & (labels[t + 1][ty.clip(0, size - 1), tx.clip(0, size - 1)] == labels[t])
+    v = layer_velocities(shapes)
+    fw = [exact_flow(labels[t], labels[t + 1], v, +1) for t in range(frames - 1)]
+    bw = [exact_flow(labels[t + 1], labels[t], v, -1) for t in range(frames - 1)]
     bimodal_label = next((i + 1 for i, s in enumerate(shapes) if s["kind"] == "bimodal"), -1)
-    return {"rgb": rgb, "flow": flow, "valid": valid, "bimodal": labels == bimodal_label, "mode": scene["mode"]}
+    return {"rgb": rgb, "flow": np.stack([f for f, _ in fw]), "valid": np.stack([m for _, m in fw]),
+            "back_flow": np.stack([f for f, _ in bw]), "back_valid": np.stack([m for _, m in bw]),
+            "bimodal": labels == bimodal_label, "mode": scene["mode"]}
 
 
 class SyntheticVideo(Dataset):
     """``length`` clips of ``frames`` frames at ``size`` px; items are dicts of uint8 ``rgb`` (T, 3, H, W),
-    float ``flow`` (T-1, 2, H, W), bool ``valid`` (T-1, 1, H, W), bool ``bimodal`` (T, 1, H, W),
-    int ``mode`` and ``index``."""
+    float ``flow`` (T-1, 2, H, W), bool ``valid`` (T-1, 1, H, W), ``back_flow`` / ``back_valid`` (the
+    same from frame t+1 back to t), bool ``bimodal`` (T, 1, H, W), int ``mode`` and ``index``."""
 
     def __init__(self, size: int, length: int, seed: int, split: str, frames: int = 8, p_first: float = 0.5,
                  noise: float = 2.0):
@@ -132,6 +157,7 @@ class SyntheticVideo(Dataset):
                         noise_seed=[*key, 1])
         return {"rgb": torch.from_numpy(c["rgb"]).permute(0, 3, 1, 2).contiguous(),
                 "flow": torch.from_numpy(c["flow"]), "valid": torch.from_numpy(c["valid"])[:, None],
+                "back_flow": torch.from_numpy(c["back_flow"]), "back_valid": torch.from_numpy(c["back_valid"])[:, None],
                 "bimodal": torch.from_numpy(c["bimodal"])[:, None], "mode": c["mode"], "index": index}
 
 
@@ -140,12 +166,15 @@ class SyntheticVideoFrames(Dataset):
     item ``i`` is frame ``i % frames`` of clip ``i // frames``, rendered alone (the same pixels as in
     the whole clip), as the image sources' dicts: uint8 ``rgb`` (3, H, W), bool ``bimodal``
     (1, H, W), ``index``, ``item``; with ``stack`` > 1 (odd) also uint8 ``context`` (stack, 3, H, W),
-    the frames centred on it (clamped at the clip's ends)."""
+    the frames centred on it (clamped at the clip's ends); with ``previous`` also uint8 ``previous``
+    (3, H, W), frame t-1 carried onto frame t along the exact flow, and bool ``previous_valid``
+    (1, H, W), the pixels of frame t visible in frame t-1 (none for t = 0): video_propagate's
+    training hints."""
 
-    def __init__(self, clips: SyntheticVideo, stack: int = 1):
+    def __init__(self, clips: SyntheticVideo, stack: int = 1, previous: bool = False):
         if stack < 1 or stack % 2 == 0:
             raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
-        self.clips, self.stack = clips, stack
+        self.clips, self.stack, self.previous = clips, stack, previous
         self.length = clips.length * clips.frames
 
     def __len__(self) -> int:
@@ -166,7 +195,7 @@ class SyntheticVideoFrames(Dataset):
         half = self.stack // 2
         out = {"index": index, "item": index}
         frames = {}
-        for u in range(t - half, t + half + 1):
+        for u in [*range(t - half, t + half + 1), *([t - 1] if self.previous else [])]:
             u = min(max(u, 0), c.frames - 1)
             if u not in frames:
                 frames[u] = render_frame(scene, u, c.noise, np.random.default_rng([*key, 1, u]))
@@ -177,12 +206,20 @@ class SyntheticVideoFrames(Dataset):
         if self.stack > 1:
             ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - half, t + half + 1)]
             out["context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+        if self.previous:
+            if t == 0:
+                prev, valid = np.zeros_like(rgb), np.zeros(labels.shape, bool)
+            else:
+                back, valid = exact_flow(labels, frames[t - 1][1], layer_velocities(scene["shapes"]), -1)
+                prev = carry_back(frames[t - 1][0], back, valid)
+            out["previous"] = torch.from_numpy(prev).permute(2, 0, 1).contiguous()
+            out["previous_valid"] = torch.from_numpy(valid)[None]
         return out
 
 
 def synthetic_video_splits(size: int, seed: int, train_size: int, val_size: int, frames: int = 8,
-                           p_first: float = 0.5, noise: float = 2.0, stack: int = 1):
+                           p_first: float = 0.5, noise: float = 2.0, stack: int = 1, previous: bool = False):
     """(train, val) per-frame datasets (``train_size`` / ``val_size`` clips of ``frames`` frames)
     from disjoint random streams; ``SyntheticVideo(...)`` gives the same clips whole."""
-    return (SyntheticVideoFrames(SyntheticVideo(size, train_size, seed, "train", frames, p_first, noise), stack),
-            SyntheticVideoFrames(SyntheticVideo(size, val_size, seed, "val", frames, p_first, noise), stack))
+    return tuple(SyntheticVideoFrames(SyntheticVideo(size, n, seed, split, frames, p_first, noise), stack, previous)
+                 for split, n in (("train", train_size), ("val", val_size)))

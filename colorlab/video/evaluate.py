@@ -57,17 +57,32 @@ def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: in
     return lab_to_uint8(lab), lab[:, 1:]
 
 
+def farneback_flows(rgb_u8: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For t = 1 .. T-1: (flow from frame t back to t-1 (2, H, W), its non-occluded pixels (1, H, W) bool),
+    estimated by OpenCV Farneback on the gray frames and checked forward-backward."""
+    from colorlab.video.flow import consistency_mask, farneback
+
+    gray = ((normalize_lab(uint8_to_lab(rgb_u8))[0][:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    flows = []
+    for t in range(1, len(gray)):
+        back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]
+        fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
+        flows.append((back[0], consistency_mask(back, fwd)[0]))
+    return flows
+
+
 @torch.no_grad()
 def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = None,
-                   key_mask: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   key_mask: torch.Tensor | None = None, progress: bool = False, flows=None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), the
     user's colours) where ``key_mask`` (1, H, W) is 1 (None: every pixel; no key_ab: no hints), every
-    later frame the previous prediction warped along Farneback flow of the gray frames, masked by
-    forward-backward consistency."""
-    from colorlab.video.flow import consistency_mask, farneback, warp
+    later frame t the previous prediction carried along ``flows[t - 1]`` (flow from t back to t-1,
+    non-occluded mask; default ``farneback_flows``: estimated from the gray frames), the mask as
+    the hint mask."""
+    from colorlab.video.flow import warp
 
     l, _ = normalize_lab(uint8_to_lab(rgb_u8))
-    gray = ((l[:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     h, w = l.shape[-2:]
     abs_ = []
     hint_ab = torch.zeros(1, 2, h, w)
@@ -77,10 +92,11 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
         hint_mask = torch.ones(1, 1, h, w) if key_mask is None else key_mask[None].float()
     for t in tqdm(range(l.shape[0]), desc="propagate", unit="frame", disable=None if progress else True):
         if t > 0:
-            back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]  # frame t -> t-1
-            fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
-            hint_ab, _ = warp(abs_[-1], back)
-            hint_mask = consistency_mask(back, fwd).float()
+            if flows is None:
+                flows = farneback_flows(rgb_u8)
+            back, mask = flows[t - 1]
+            hint_mask = mask[None].float()
+            hint_ab = warp(abs_[-1], back[None].float())[0] * hint_mask
         abs_.append(model.predict_ab(model(l[t:t + 1], None, hint_ab, hint_mask), (h, w)))
     lab = denormalize_lab(l, torch.cat(abs_))
     return lab_to_uint8(lab), lab[:, 1:]
@@ -98,9 +114,18 @@ def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0
     for path in paths:
         model = load_colorizer(path)
         runs = [("", lambda c, m=model: colorize_clip(m, c["rgb"]))]
-        if model.hint_sampling is not None:  # hint models: also propagate from the key frame
-            runs.append((" (key frame + propagation)", lambda c, m=model: propagate_clip(
-                m, c["rgb"], normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0])))
+        if model.hint_sampling is not None:  # hint models: propagation along the exact and the estimated flow
+            def exact(c):
+                return list(zip(c["back_flow"], c["back_valid"], strict=True))
+
+            def key(c):
+                return normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0]
+
+            runs = [(" (frame by frame, no hints)", runs[0][1]),
+                    (" (propagation, exact flow)", lambda c, m=model: propagate_clip(m, c["rgb"], flows=exact(c))),
+                    (" (key frame + propagation, exact flow)",
+                     lambda c, m=model: propagate_clip(m, c["rgb"], key(c), flows=exact(c))),
+                    (" (key frame + propagation, Farneback)", lambda c, m=model: propagate_clip(m, c["rgb"], key(c)))]
         for suffix, run in runs:
             scores = []
             for c in items:
