@@ -6,7 +6,10 @@ from the same forward pass (no retraining): a table, and a plot of colourfulness
 T (seed 002's mode-to-mean trade-off). For hint models, ``evaluate.hints=[0,1,2,5,10,20,50,100]``
 adds Zhang et al. 2017's protocol: PSNR (8-bit RGB) against the number of random ground-truth
 hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint), as a table,
-hints.png and hints_samples.png. Writes metrics.json, metrics.md, samples.png (and
+hints.png and hints_samples.png. Video checkpoints (``data=synthetic_video``) also get the temporal
+metrics of colorlab/video/evaluate.py (warp error, CDC, mode flip rate, per-frame PSNR and
+colourfulness; propagation for hint models) on ``evaluate.video_clips`` held-out clips, beside the
+ground truth's. Writes metrics.json, metrics.md, samples.png (and
 temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
 next to the checkpoint's run; training's own files are never touched).
 """
@@ -129,7 +132,21 @@ def evaluate(model, cfg: DictConfig) -> dict:
     if hinted:
         results["_hints"] = {n: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()}
                              for n, m in hinted.items()}
+    if cfg.data.name == "synthetic_video":
+        results["_temporal"] = temporal_rows(model, cfg)
     return {**results, "_samples": samples, "_temperatures": decodings}
+
+
+def temporal_rows(model, cfg: DictConfig) -> list[dict]:
+    """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole (issue 13)."""
+    from colorlab.video.data import SyntheticVideo
+    from colorlab.video.evaluate import model_rows, truth_row
+
+    d = cfg.data
+    n = min(cfg.evaluate.get("video_clips", 16), d.val_size)
+    clips = SyntheticVideo(d.size, n, cfg.seed, "val", d.frames, d.p_first, d.noise)
+    items = [clips[i] for i in tqdm(range(len(clips)), desc="clips", unit="clip", disable=None)]
+    return [truth_row(items), *model_rows(model.cpu(), model.config["experiment"], items)]
 
 
 # Zhang et al. 2017's released model on 1000 ImageNet val images at 256 px, 6x6 hints (DESIGN.md)
@@ -165,12 +182,15 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
 
     samples, decodings = results.pop("_samples"), results.pop("_temperatures")
     hints = results.pop("_hints", None)
+    temporal = results.pop("_temporal", None)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "metrics.md"]
     gray = ("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))
     report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], "results": results}
     if hints:
         report["hints"] = {"patch": cfg.evaluate.hint_patch, "by_count": {str(n): row for n, row in hints.items()}}
+    if temporal:
+        report["temporal"] = temporal
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     keys = list(next(iter(results.values())))
     lines = [f"# {model.config['experiment']}: {checkpoint}", "", "| decoding | " + " | ".join(keys) + " |",
@@ -183,6 +203,11 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
         written.append(plot_hints_curve(hints, cfg.evaluate.hint_patch, out / "hints.png"))
         columns = [gray, *[(f"{n} hints", samples[f"{n} hints"]) for n in hints], ("ground truth", samples["truth"])]
         written.append(save_png(labelled_grid(columns, tile=96), out / "hints_samples.png"))
+    if temporal:
+        from colorlab.video.evaluate import markdown_table
+
+        lines += ["", f"Temporal metrics on {temporal[0]['clips']} whole held-out clips (colorlab/video/evaluate.py; "
+                  "warp error along the exact flow):", "", *markdown_table(temporal)]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
     default = "default" if "default" in decodings else f"T={model.temperature:g}"
     written.append(save_png(sample_grid(samples[default], samples["truth"]), out / "samples.png"))

@@ -121,3 +121,26 @@ def test_key_frame_hints_file(tmp_path, untrained):
     assert main([f"ckpt={untrained['video_propagate']}", f"out={tmp_path / 'c'}", *args]) == 0
     back, rate = read_clip(tmp_path / "c" / "colorized.mp4", 64)
     assert back.shape == frames.shape and rate == 8  # the input's odd size and rate
+
+
+def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrained):
+    import json
+
+    from colorlab.evaluate import main as evaluate_main
+    from colorlab.video.data import SyntheticVideo
+    from colorlab.video.metrics import cdc, warp_error
+
+    for name, rows in (("video_frame", 1), ("video_propagate", 4)):
+        out = tmp_path / f"eval_{name}"
+        args = [f"ckpt={untrained[name]}", f"out={out}", "data.val_size=2", "evaluate.video_clips=2",
+                "evaluate.fid=false", "evaluate.lpips=false"]
+        assert evaluate_main(args) == 0
+        report = json.loads((out / "metrics.json").read_text())
+        temporal = report["temporal"]
+        assert [r["model"] for r in temporal][0] == "ground truth" and len(temporal) == 1 + rows
+        clips = list(SyntheticVideo(32, 2, 0, "val", 8))
+        truth_warp = sum(warp_error(c["rgb"].double() / 255, c["flow"], c["valid"]) for c in clips) / 2
+        assert temporal[0]["warp_error"] == pytest.approx(truth_warp)
+        assert temporal[0]["cdc"] == pytest.approx(sum(cdc(c["rgb"]) for c in clips) / 2)
+        assert all(0 <= r["flip_rate"] <= 1 and r["psnr"] < 100 for r in temporal[1:])
+        assert "| model | warp_error | cdc | flip_rate |" in (out / "metrics.md").read_text()

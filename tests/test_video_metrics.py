@@ -222,3 +222,49 @@ def test_propagation_from_a_partial_key_frame_keeps_the_rest_unhinted():
     inside, outside = region[0].bool(), ~region[0].bool()
     assert ab[-1].norm(dim=0)[inside].mean() > 40  # the still diamond keeps its colour to the last frame
     assert ab[:, :, outside].abs().max() < 0.5  # nothing hinted elsewhere (bilinear warping: a trace at the edge)
+
+
+def test_previous_frame_is_carried_along_the_exact_flow():
+    from colorlab.video.data import SyntheticVideoFrames
+
+    clips = SyntheticVideo(32, 3, seed=4, split="train", frames=4, noise=0.0)
+    frames = SyntheticVideoFrames(clips, previous=True)
+    carried = 0
+    for clip in range(3):
+        whole = clips[clip]
+        first = frames[clip * 4]
+        assert not first["previous_valid"].any() and not first["previous"].any()  # no frame before the first
+        for t in range(1, 4):
+            item = frames[clip * 4 + t]
+            valid = item["previous_valid"]
+            assert torch.equal(valid, whole["back_valid"][t - 1])
+            # noiseless: what was visible in t-1 and carried along the motion is frame t's own pixel
+            assert torch.equal((item["previous"] * valid), (item["rgb"] * valid))
+            assert not item["previous"][:, ~valid[0]].any()  # disoccluded pixels carry nothing
+            # and a zero flow would not do it where something moved
+            moved = ~(whole["back_flow"][t - 1] == 0).all(0)
+            if moved.any():
+                carried += 1
+                assert not torch.equal(whole["rgb"][t - 1][:, moved & valid[0]], item["rgb"][:, moved & valid[0]])
+    assert carried > 0
+
+
+def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides):
+    from colorlab.config import compose
+    from colorlab.data.datamodule import add_lab
+    from colorlab.models import build_model, placeholder_prior
+    from colorlab.video.data import synthetic_video_splits
+
+    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16"])
+    model = build_model(cfg, placeholder_prior(cfg))
+    train, _ = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=3, previous=True)
+    batch = add_lab(torch.utils.data.default_collate([train[i] for i in range(3)]))
+    seen = {}
+    model.loss = lambda out, b: seen.update(b) or out.sum()
+    model.log = lambda *a, **k: None
+    model.training_step(batch, 0)
+    valid = batch["previous_valid"][1:].float()
+    assert valid.mean() > 0.5
+    torch.testing.assert_close(seen["hint_mask"][1:], valid)
+    torch.testing.assert_close(seen["hint_ab"][1:], batch["ab"][1:] * valid, atol=0.02, rtol=0)  # noise moves ab a bit
+    assert seen["hint_mask"][0].sum() < 16 * 16 or seen["hint_mask"][0].all()  # frame 0: user-style hints

@@ -152,6 +152,8 @@ class SyntheticVideo(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:  # also ends iteration (the sequence protocol)
+            raise IndexError(f"clip {index} of {self.length}")
         key = [self.seed, SPLIT_IDS[self.split], 13, index]
         c = render_clip(np.random.default_rng(key), self.size, self.frames, self.p_first, self.noise,
                         noise_seed=[*key, 1])
@@ -188,6 +190,8 @@ class SyntheticVideoFrames(Dataset):
         return self[item]["rgb"]
 
     def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(f"frame {index} of {self.length}")
         c = self.clips
         clip, t = divmod(index, c.frames)
         key = [c.seed, SPLIT_IDS[c.split], 13, clip]

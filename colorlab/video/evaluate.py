@@ -102,39 +102,59 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     return lab_to_uint8(lab), lab[:, 1:]
 
 
+def truth_row(items: list[dict]) -> dict:
+    """The ground-truth clips' own scores: the floor every model is reported beside."""
+    truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
+    return {"model": "ground truth", **{k: sum(s[k] for s in truth) / len(items) for k in truth[0]},
+            "key_colour_kept": 1.0, "clips": len(items)}
+
+
+def model_rows(model, label: str, items: list[dict]) -> list[dict]:
+    """Scores of one model on clips: frame by frame (stack models see their stacks); hint models
+    also propagate, with no hints and from a ground-truth key frame, along the exact and the
+    Farneback flow."""
+    runs = [("", lambda c: colorize_clip(model, c["rgb"]))]
+    if model.hint_sampling is not None:
+        def exact(c):
+            return list(zip(c["back_flow"], c["back_valid"], strict=True))
+
+        def key(c):
+            return normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0]
+
+        runs = [(" (frame by frame, no hints)", runs[0][1]),
+                (" (propagation, exact flow)", lambda c: propagate_clip(model, c["rgb"], flows=exact(c))),
+                (" (key frame + propagation, exact flow)", lambda c: propagate_clip(model, c["rgb"], key(c),
+                                                                                     flows=exact(c))),
+                (" (key frame + propagation, Farneback)", lambda c: propagate_clip(model, c["rgb"], key(c)))]
+    rows = []
+    for suffix, run in runs:
+        scores = []
+        for c in items:
+            rgb, ab = run(c)
+            s = clip_scores(rgb, c, ab)
+            s["key_colour_kept"] = float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
+            scores.append(s)
+        rows.append({"model": label + suffix, **{k: sum(s[k] for s in scores) / len(items) for k in scores[0]}})
+    return rows
+
+
 def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0) -> list[dict]:
     from colorlab.models import load_colorizer
 
     data = SyntheticVideo(size, clips, seed, "val", frames, p_first=0.5)
     items = [data[i] for i in range(clips)]
-    rows = []
-    truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
-    rows.append({"model": "ground truth", **{k: sum(s[k] for s in truth) / clips for k in truth[0]},
-                 "key_colour_kept": 1.0})
+    rows = [truth_row(items)]
     for path in paths:
-        model = load_colorizer(path)
-        runs = [("", lambda c, m=model: colorize_clip(m, c["rgb"]))]
-        if model.hint_sampling is not None:  # hint models: propagation along the exact and the estimated flow
-            def exact(c):
-                return list(zip(c["back_flow"], c["back_valid"], strict=True))
-
-            def key(c):
-                return normalize_lab(uint8_to_lab(c["rgb"][:1]))[1][0]
-
-            runs = [(" (frame by frame, no hints)", runs[0][1]),
-                    (" (propagation, exact flow)", lambda c, m=model: propagate_clip(m, c["rgb"], flows=exact(c))),
-                    (" (key frame + propagation, exact flow)",
-                     lambda c, m=model: propagate_clip(m, c["rgb"], key(c), flows=exact(c))),
-                    (" (key frame + propagation, Farneback)", lambda c, m=model: propagate_clip(m, c["rgb"], key(c)))]
-        for suffix, run in runs:
-            scores = []
-            for c in items:
-                rgb, ab = run(c)
-                s = clip_scores(rgb, c, ab)
-                s["key_colour_kept"] = float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
-                scores.append(s)
-            rows.append({"model": path + suffix, **{k: sum(s[k] for s in scores) / clips for k in scores[0]}})
+        rows += model_rows(load_colorizer(path), path, items)
     return rows
+
+
+TABLE_KEYS = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness", "key_colour_kept"]
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    lines = ["| model | " + " | ".join(TABLE_KEYS) + " |", "|---" * (len(TABLE_KEYS) + 1) + "|"]
+    return lines + [f"| {r['model']} | " + " | ".join(f"{r[k]:.4g}" for k in TABLE_KEYS) + " |" for r in rows]
 
 
 def main(argv=None) -> None:
@@ -144,12 +164,7 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--frames", type=int, default=8)
     a = p.parse_args(argv)
-    rows = evaluate(a.checkpoints, a.clips, a.size, a.frames)
-    keys = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness", "key_colour_kept"]
-    print("| model | " + " | ".join(keys) + " |")
-    print("|---" * (len(keys) + 1) + "|")
-    for r in rows:
-        print(f"| {r['model']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |")
+    print("\n".join(markdown_table(evaluate(a.checkpoints, a.clips, a.size, a.frames))))
 
 
 if __name__ == "__main__":
