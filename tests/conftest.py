@@ -58,3 +58,18 @@ def study_checkpoints(tmp_path_factory):
                                    f"prior.cache_dir={tmp / 'priors'}"]))
         paths.append(tmp / experiment / "checkpoints" / "last.ckpt")
     return paths
+
+
+@pytest.fixture
+def untrained_video(tmp_path, tiny_overrides):
+    """Checkpoints of the per-frame and the propagation experiments, untrained (the command's plumbing)."""
+    from colorlab.config import compose
+    from colorlab.models import build_model, placeholder_prior
+
+    paths = {}
+    for name in ("video_frame", "video_propagate"):
+        cfg = compose(name, tiny_overrides + ["data.size=32"])
+        model = build_model(cfg, placeholder_prior(cfg))
+        paths[name] = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": model.state_dict(), "colorlab_config": model.config}, paths[name])
+    return paths

@@ -86,24 +86,7 @@ def test_odd_sizes_are_kept_exactly(tmp_path):
     assert back.shape == frames.shape and rate == 15
 
 
-@pytest.fixture
-def untrained(tmp_path, tiny_overrides):
-    """Checkpoints of the per-frame and the propagation experiments, untrained (the command's plumbing)."""
-    import torch
-
-    from colorlab.config import compose
-    from colorlab.models import build_model, placeholder_prior
-
-    paths = {}
-    for name in ("video_frame", "video_propagate"):
-        cfg = compose(name, tiny_overrides + ["data.size=32"])
-        model = build_model(cfg, placeholder_prior(cfg))
-        paths[name] = tmp_path / f"{name}.ckpt"
-        torch.save({"state_dict": model.state_dict(), "colorlab_config": model.config}, paths[name])
-    return paths
-
-
-def test_key_frame_hints_file(tmp_path, untrained):
+def test_key_frame_hints_file(tmp_path, untrained_video):
     import json
 
     frames = np.full((5, 27, 41, 3), 128, np.uint8)
@@ -112,13 +95,13 @@ def test_key_frame_hints_file(tmp_path, untrained):
     hints.write_text(json.dumps([{"x": 20, "y": 13, "ab": [40, -30]}]))
     args = [f"input={tmp_path / 'clip.mp4'}", f"hints={hints}"]
     with pytest.raises(SystemExit, match="needs a checkpoint trained with hints"):
-        main([f"ckpt={untrained['video_frame']}", f"out={tmp_path / 'a'}", *args])
+        main([f"ckpt={untrained_video['video_frame']}", f"out={tmp_path / 'a'}", *args])
     hints.write_text(json.dumps([{"x": 99, "y": 13, "ab": [40, -30]}]))  # outside the 41 x 27 frames
     with pytest.raises(SystemExit, match="key.json"):
-        main([f"ckpt={untrained['video_propagate']}", f"out={tmp_path / 'b'}", *args])
+        main([f"ckpt={untrained_video['video_propagate']}", f"out={tmp_path / 'b'}", *args])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     hints.write_text(json.dumps([{"x": 20, "y": 13, "ab": [40, -30]}]))
-    assert main([f"ckpt={untrained['video_propagate']}", f"out={tmp_path / 'c'}", *args]) == 0
+    assert main([f"ckpt={untrained_video['video_propagate']}", f"out={tmp_path / 'c'}", *args]) == 0
     back, rate = read_clip(tmp_path / "c" / "colorized.mp4", 64)
     assert back.shape == frames.shape and rate == 8  # the input's odd size and rate
 

@@ -1,12 +1,15 @@
-"""``python -m colorlab.video ckpt=PATH input=clip.mp4|frames_dir/ out=DIR [hints=keyframe.json] [max_side=2048]``
+"""``python -m colorlab.video ckpt=PATH input=clip.mp4|frames_dir/ out=DIR [hints=keyframe.json] [max_side=2048]
+[flow=farneback|raft] [raft_weights=PATH]``
 
 Colourizes a clip frame by frame (stack models see the centred stack; hint models propagate their own
-previous colours along Farneback flow, from the first frame's ``hints``: colorize's hints file format,
+previous colours along the estimated flow, from the first frame's ``hints``: colorize's hints file format,
 points in pixels of the input frames) at the checkpoint's working size, recombines the predicted ab
 with the full-resolution L, and writes ``DIR/colorized.mp4`` (same size and frame rate),
 ``DIR/preview.mp4`` (gray | colour [| input when it was in colour]) and ``DIR/metrics.json`` / ``.md``
-(CDC; warp error along Farneback flow of the input). Every input problem is reported before ``DIR``
-is created; an existing ``DIR`` is never written over.
+(CDC; warp error along the estimated flow of the input; the estimator's name). The flow is OpenCV's
+Farneback (no weights) by default; ``flow=raft`` uses torchvision's RAFT with the state dict at
+``raft_weights`` (small or large, told by its keys; never downloaded). Every input problem is reported
+before ``DIR`` is created; an existing ``DIR`` is never written over.
 """
 
 from __future__ import annotations
@@ -106,20 +109,23 @@ def main(argv: list[str]) -> int:
     from colorlab.colorize import DEFAULT_HINT_PATCH
     from colorlab.hints import encode_hints, load_hints
     from colorlab.models import load_colorizer
-    from colorlab.video.evaluate import colorize_clip, propagate_clip
-    from colorlab.video.flow import consistency_mask, farneback
+    from colorlab.video.evaluate import colorize_clip, estimated_flows, propagate_clip
+    from colorlab.video.flow import FLOW_NAMES, consistency_mask, flow_estimator
     from colorlab.video.metrics import cdc, warp_error
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints"}
+    unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"}
     if unknown or not {"ckpt", "input", "out"} <= set(args):
         raise SystemExit(f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [hints=FILE.json] "
-                         f"[max_side=N]"
+                         f"[max_side=N] [flow={'|'.join(FLOW_NAMES)}] [raft_weights=PATH]"
                          f"{'; unknown: ' + str(sorted(unknown)) if unknown else ''}")
     src, out = Path(args["input"]), Path(args["out"])
     if out.exists():
         raise SystemExit(f"out={out} exists; colorlab.video never writes over anything, give a new directory")
     try:
+        if "raft_weights" in args and args.get("flow") != "raft":
+            raise ValueError("raft_weights= is for flow=raft; add flow=raft or drop it")
+        flow_fn = flow_estimator(args.get("flow", "farneback"), args.get("raft_weights"))
         if not src.exists():
             raise ValueError(f"{src}: no such file or folder")
         frames, rate = read_clip(src, int(args.get("max_side", 2048)))
@@ -139,7 +145,8 @@ def main(argv: list[str]) -> int:
     full = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
     if model.hint_sampling is not None:
-        _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True)
+        _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True,
+                                 flows=estimated_flows(small, flow_fn))
     else:
         _, abs_ = colorize_clip(model, small, progress=True)
     l_full, _ = normalize_lab(uint8_to_lab(full))
@@ -151,11 +158,12 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True)
     write_clip(out / "colorized.mp4", rgb.permute(0, 2, 3, 1).numpy(), rate)
     write_clip(out / "preview.mp4", torch.cat(panels, dim=3).permute(0, 2, 3, 1).numpy(), rate)
-    metrics = {"frames": len(rgb), "fps": float(rate), "cdc": cdc(rgb) if len(rgb) > 1 else None}
+    metrics = {"frames": len(rgb), "fps": float(rate), "flow": getattr(flow_fn, "name", "farneback"),
+               "cdc": cdc(rgb) if len(rgb) > 1 else None}
     if len(rgb) > 1:
         g = gray[:, 0].numpy()
-        flow = torch.stack([torch.from_numpy(farneback(g[t], g[t + 1])) for t in range(len(g) - 1)])
-        back = torch.stack([torch.from_numpy(farneback(g[t + 1], g[t])) for t in range(len(g) - 1)])
+        flow = torch.stack([torch.from_numpy(flow_fn(g[t], g[t + 1])) for t in range(len(g) - 1)])
+        back = torch.stack([torch.from_numpy(flow_fn(g[t + 1], g[t])) for t in range(len(g) - 1)])
         mask = consistency_mask(flow, back)
         metrics["warp_error"] = warp_error(rgb.double() / 255, flow, mask)
         if was_colour:

@@ -17,6 +17,7 @@ from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_t
 from colorlab.data.synthetic import BIMODAL_AB
 from colorlab.metrics import colorfulness
 from colorlab.video.data import SyntheticVideo
+from colorlab.video.flow import consistency_mask, farneback
 from colorlab.video.metrics import cdc, clip_modes, mode_flip_rate, warp_error
 
 
@@ -57,16 +58,15 @@ def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: in
     return lab_to_uint8(lab), lab[:, 1:]
 
 
-def farneback_flows(rgb_u8: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def estimated_flows(rgb_u8: torch.Tensor, flow_fn=farneback) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """For t = 1 .. T-1: (flow from frame t back to t-1 (2, H, W), its non-occluded pixels (1, H, W) bool),
-    estimated by OpenCV Farneback on the gray frames and checked forward-backward."""
-    from colorlab.video.flow import consistency_mask, farneback
-
+    estimated by ``flow_fn(gray_a, gray_b)`` (default OpenCV Farneback; see ``flow.flow_estimator``) on the
+    gray frames and checked forward-backward."""
     gray = ((normalize_lab(uint8_to_lab(rgb_u8))[0][:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     flows = []
     for t in range(1, len(gray)):
-        back = torch.from_numpy(farneback(gray[t], gray[t - 1]))[None]
-        fwd = torch.from_numpy(farneback(gray[t - 1], gray[t]))[None]
+        back = torch.from_numpy(flow_fn(gray[t], gray[t - 1]))[None]
+        fwd = torch.from_numpy(flow_fn(gray[t - 1], gray[t]))[None]
         flows.append((back[0], consistency_mask(back, fwd)[0]))
     return flows
 
@@ -78,7 +78,7 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), the
     user's colours) where ``key_mask`` (1, H, W) is 1 (None: every pixel; no key_ab: no hints), every
     later frame t the previous prediction carried along ``flows[t - 1]`` (flow from t back to t-1,
-    non-occluded mask; default ``farneback_flows``: estimated from the gray frames), the mask as
+    non-occluded mask; default ``estimated_flows``: Farneback from the gray frames), the mask as
     the hint mask."""
     from colorlab.video.flow import warp
 
@@ -93,7 +93,7 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     for t in tqdm(range(l.shape[0]), desc="propagate", unit="frame", disable=None if progress else True):
         if t > 0:
             if flows is None:
-                flows = farneback_flows(rgb_u8)
+                flows = estimated_flows(rgb_u8)
             back, mask = flows[t - 1]
             hint_mask = mask[None].float()
             hint_ab = warp(abs_[-1], back[None].float())[0] * hint_mask
