@@ -106,7 +106,7 @@ def test_key_frame_hints_file(tmp_path, untrained_video):
     assert back.shape == frames.shape and rate == 8  # the input's odd size and rate
 
 
-def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrained):
+def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrained_video):
     import json
 
     from colorlab.evaluate import main as evaluate_main
@@ -115,7 +115,7 @@ def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrai
 
     for name, rows in (("video_frame", 1), ("video_propagate", 4)):
         out = tmp_path / f"eval_{name}"
-        args = [f"ckpt={untrained[name]}", f"out={out}", "data.val_size=2", "evaluate.video_clips=2",
+        args = [f"ckpt={untrained_video[name]}", f"out={out}", "data.val_size=2", "evaluate.video_clips=2",
                 "evaluate.fid=false", "evaluate.lpips=false"]
         assert evaluate_main(args) == 0
         report = json.loads((out / "metrics.json").read_text())

@@ -32,8 +32,15 @@ def _synthetic_video_splits(**kwargs):
     return synthetic_video_splits(**kwargs)
 
 
+def _video_folder_splits(**kwargs):
+    from colorlab.video.folder import video_folder_splits  # issue 13: windows of a user's own clips (PyAV)
+
+    return video_folder_splits(**kwargs)
+
+
 SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": folder_splits,
-           "shards": _shards_splits, "synthetic_video": _synthetic_video_splits}
+           "shards": _shards_splits, "synthetic_video": _synthetic_video_splits,
+           "video_folder": _video_folder_splits}
 
 
 # data keys that change what the splits contain (not how fast they are read)
@@ -56,7 +63,7 @@ def data_identity(cfg) -> dict:
     from omegaconf import OmegaConf
 
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _SPEED_KEYS}
-    if data.get("name") == "folder":
+    if data.get("name") in ("folder", "video_folder"):
         data["files"] = _folder_fingerprint(data.get("root")) + _folder_fingerprint(data.get("val_root"))
     return {**data, "seed": cfg.seed}
 

@@ -1,9 +1,12 @@
 """Temporal metrics of a checkpoint on held-out ``synthetic_video`` clips, next to the ground truth.
 
-``python -m colorlab.video.evaluate CKPT [CKPT ...] [--clips 16] [--size 32] [--frames 8]`` prints a
-Markdown table: warp error (exact flow and occlusion), CDC, mode flip rate of the ambiguous
-diamond, per-frame PSNR and colourfulness. Per-frame models see one L frame; models trained with
-data.stack > 1 see the stack centred on each frame (clamped at the clip's ends).
+``python -m colorlab.video.evaluate CKPT [CKPT ...] [--clips 16] [--size 32] [--frames 8]
+[--source synthetic|samples|folder:ROOT] [--motion pan|zoom]`` prints a Markdown table: warp error
+(exact flow and occlusion), CDC, mode flip rate of the ambiguous diamond, per-frame PSNR and
+colourfulness. Per-frame models see one L frame; models trained with data.stack > 1 see the stack
+centred on each frame (clamped at the clip's ends). ``--source samples`` or ``folder:ROOT`` measures on
+clips panning or zooming (``--motion``) over real photos (``colorlab/video/photo_clips.py``) instead:
+they have no bimodal diamond, so flip rate and key colour kept are absent (None, "—" in the table).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def clip_scores(rgb_u8: torch.Tensor, clip: dict, lab_ab: torch.Tensor) -> dict:
     """Scores of a colourized clip (uint8 (T, 3, H, W), its ab in Lab units (T, 2, H, W))."""
     return {"warp_error": warp_error(rgb_u8.double() / 255, clip["flow"], clip["valid"]),
             "cdc": cdc(rgb_u8),
-            "flip_rate": mode_flip_rate(lab_ab, clip["bimodal"], BIMODAL_AB),
+            "flip_rate": mode_flip_rate(lab_ab, clip["bimodal"], BIMODAL_AB) if "bimodal" in clip else None,
             "psnr": sum(psnr_u8(p, t) for p, t in zip(rgb_u8, clip["rgb"], strict=True)) / len(rgb_u8),
             "colorfulness": float(colorfulness(rgb_u8.float() / 255).mean())}
 
@@ -102,11 +105,17 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     return lab_to_uint8(lab), lab[:, 1:]
 
 
+def mean_scores(scores: list[dict]) -> dict:
+    """Each key's mean over clips; None where the clips have no such score (no bimodal shape)."""
+    return {k: None if any(s[k] is None for s in scores) else sum(s[k] for s in scores) / len(scores)
+            for k in scores[0]}
+
+
 def truth_row(items: list[dict]) -> dict:
     """The ground-truth clips' own scores: the floor every model is reported beside."""
     truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
-    return {"model": "ground truth", **{k: sum(s[k] for s in truth) / len(items) for k in truth[0]},
-            "key_colour_kept": 1.0, "clips": len(items)}
+    return {"model": "ground truth", **mean_scores(truth), "key_colour_kept": 1.0 if "bimodal" in items[0] else None,
+            "clips": len(items)}
 
 
 def model_rows(model, label: str, items: list[dict]) -> list[dict]:
@@ -132,16 +141,31 @@ def model_rows(model, label: str, items: list[dict]) -> list[dict]:
         for c in items:
             rgb, ab = run(c)
             s = clip_scores(rgb, c, ab)
-            s["key_colour_kept"] = float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
+            s["key_colour_kept"] = (float((clip_modes(ab, c["bimodal"], BIMODAL_AB) == c["mode"]).double().mean())
+                                    if "bimodal" in c else None)
             scores.append(s)
-        rows.append({"model": label + suffix, **{k: sum(s[k] for s in scores) / len(items) for k in scores[0]}})
+        rows.append({"model": label + suffix, **mean_scores(scores)})
     return rows
 
 
-def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0) -> list[dict]:
+def clip_set(source: str, clips: int, size: int, frames: int, seed: int, motion: str):
+    """The held-out clips: ``synthetic`` (synthetic_video's val split) or photo clips of ``samples`` /
+    ``folder:ROOT`` (``motion`` pan or zoom)."""
+    if source == "synthetic":
+        if motion != "pan":
+            raise ValueError(f"motion={motion!r} applies to photo clips (source samples or folder:ROOT); "
+                             "synthetic clips move their shapes")
+        return SyntheticVideo(size, clips, seed, "val", frames, p_first=0.5)
+    from colorlab.video.photo_clips import photo_clip_set
+
+    return photo_clip_set(source, size, clips, frames, motion, seed)
+
+
+def evaluate(paths: list[str], clips: int, size: int, frames: int, seed: int = 0, source: str = "synthetic",
+             motion: str = "pan") -> list[dict]:
     from colorlab.models import load_colorizer
 
-    data = SyntheticVideo(size, clips, seed, "val", frames, p_first=0.5)
+    data = clip_set(source, clips, size, frames, seed, motion)
     items = [data[i] for i in range(clips)]
     rows = [truth_row(items)]
     for path in paths:
@@ -154,7 +178,8 @@ TABLE_KEYS = ["warp_error", "cdc", "flip_rate", "psnr", "colorfulness", "key_col
 
 def markdown_table(rows: list[dict]) -> list[str]:
     lines = ["| model | " + " | ".join(TABLE_KEYS) + " |", "|---" * (len(TABLE_KEYS) + 1) + "|"]
-    return lines + [f"| {r['model']} | " + " | ".join(f"{r[k]:.4g}" for k in TABLE_KEYS) + " |" for r in rows]
+    return lines + [f"| {r['model']} | " + " | ".join("—" if r[k] is None else f"{r[k]:.4g}" for k in TABLE_KEYS)
+                    + " |" for r in rows]
 
 
 def main(argv=None) -> None:
@@ -163,8 +188,14 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--source", default="synthetic",
+                   help="synthetic (default), samples or folder:ROOT (clips panning or zooming over photos)")
+    p.add_argument("--motion", default="pan", choices=["pan", "zoom"], help="camera motion of photo clips")
     a = p.parse_args(argv)
-    print("\n".join(markdown_table(evaluate(a.checkpoints, a.clips, a.size, a.frames))))
+    if a.source not in ("synthetic", "samples") and not a.source.startswith("folder:"):
+        p.error(f"--source must be synthetic, samples or folder:/path/to/photos. Got {a.source!r}")
+    rows = evaluate(a.checkpoints, a.clips, a.size, a.frames, source=a.source, motion=a.motion)
+    print("\n".join(markdown_table(rows)))
 
 
 if __name__ == "__main__":
