@@ -161,11 +161,11 @@ def _crop(frame: np.ndarray, size: int, top: int, left: int, flip: bool) -> np.n
 def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frame t-1 (H, W, 3) uint8 carried onto frame t's grid along their backward Farneback flow: uint8
     (H, W, 3), zero where the flow fails the forward-backward check, and that mask bool (H, W)."""
-    from colorlab.video.evaluate import farneback_flows
+    from colorlab.video.evaluate import estimated_flows
     from colorlab.video.flow import warp
 
     pair = torch.from_numpy(np.stack([previous, current])).permute(0, 3, 1, 2)
-    back, valid = farneback_flows(pair)[0]  # (2, H, W) from t to t-1, (1, H, W)
+    back, valid = estimated_flows(pair)[0]  # (2, H, W) from t to t-1, (1, H, W)
     warped = warp(pair[:1].float(), back[None].float())[0][0] * valid
     return warped.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy(), valid[0].numpy()
 
