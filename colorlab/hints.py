@@ -38,6 +38,7 @@ class HintSampling:
     patch_max: int = 9
     full_reveal: float = 0.05
     max_hints: int = 64  # P(n > 64) = (7/8)^65 ~ 2e-4 for p = 1/8
+    drop: float = 0.0  # training only: probability that an image gets no hints at all (video_propagate)
 
     def __post_init__(self):
         if not 0 < self.p <= 1:
@@ -48,6 +49,8 @@ class HintSampling:
             raise ValueError(f"hints.full_reveal must be in [0, 1]. Got {self.full_reveal}")
         if self.max_hints < 0:
             raise ValueError(f"hints.max_hints must be >= 0. Got {self.max_hints}")
+        if not 0 <= self.drop <= 1:
+            raise ValueError(f"hints.drop must be a probability in [0, 1]. Got {self.drop}")
 
 
 def _uniform(shape, device, generator) -> Tensor:

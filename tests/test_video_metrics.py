@@ -255,7 +255,7 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     from colorlab.models import build_model, placeholder_prior
     from colorlab.video.data import synthetic_video_splits
 
-    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16"])
+    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0"])
     model = build_model(cfg, placeholder_prior(cfg))
     train, _ = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=3, previous=True)
     batch = add_lab(torch.utils.data.default_collate([train[i] for i in range(3)]))
@@ -268,3 +268,9 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     torch.testing.assert_close(seen["hint_mask"][1:], valid)
     torch.testing.assert_close(seen["hint_ab"][1:], batch["ab"][1:] * valid, atol=0.02, rtol=0)  # noise moves ab a bit
     assert seen["hint_mask"][0].sum() < 16 * 16 or seen["hint_mask"][0].all()  # frame 0: user-style hints
+    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=1"])
+    model = build_model(cfg, placeholder_prior(cfg))
+    model.loss, model.log = lambda out, b: seen.update(b) or out.sum(), lambda *a, **k: None
+    batch.pop("hint_ab"), batch.pop("hint_mask")
+    model.training_step(batch, 0)
+    assert not seen["hint_mask"].any() and not seen["hint_ab"].any()  # hints.drop=1: no image keeps hints

@@ -162,6 +162,9 @@ class Colorizer(pl.LightningModule):
                 carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
                 batch["hint_ab"] = torch.where(carried, batch["previous_ab"], batch["hint_ab"])
                 batch["hint_mask"] = torch.where(carried, batch["previous_valid"].float(), batch["hint_mask"])
+            if self.hint_sampling.drop > 0:  # images with no hints keep the network a colorizer on its own
+                kept = torch.rand(batch["l"].shape[0], 1, 1, 1, device=batch["l"].device) >= self.hint_sampling.drop
+                batch["hint_ab"], batch["hint_mask"] = batch["hint_ab"] * kept, batch["hint_mask"] * kept
         loss = self.loss(self.run_net(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss

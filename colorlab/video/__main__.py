@@ -146,7 +146,7 @@ def main(argv: list[str]) -> int:
     small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
     if model.hint_sampling is not None:
         _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True,
-                                 flows=estimated_flows(small, flow_fn))
+                                 flows=estimated_flows(small, flow_fn, background=True))
     else:
         _, abs_ = colorize_clip(model, small, progress=True)
     l_full, _ = normalize_lab(uint8_to_lab(full))

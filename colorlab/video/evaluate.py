@@ -12,6 +12,8 @@ they have no bimodal diamond, so flip rate and key colour kept are absent (None,
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from tqdm import tqdm
@@ -61,17 +63,37 @@ def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: in
     return lab_to_uint8(lab), lab[:, 1:]
 
 
-def estimated_flows(rgb_u8: torch.Tensor, flow_fn=farneback) -> list[tuple[torch.Tensor, torch.Tensor]]:
+class _Pending(Sequence):
+    """A list of values computed by futures: indexing waits for that one."""
+
+    def __init__(self, futures: list):
+        self.futures = futures
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __getitem__(self, i):
+        return self.futures[i].result()
+
+
+def estimated_flows(rgb_u8: torch.Tensor, flow_fn=farneback, background: bool = False) -> Sequence:
     """For t = 1 .. T-1: (flow from frame t back to t-1 (2, H, W), its non-occluded pixels (1, H, W) bool),
     estimated by ``flow_fn(gray_a, gray_b)`` (default OpenCV Farneback; see ``flow.flow_estimator``) on the
-    gray frames and checked forward-backward."""
+    gray frames and checked forward-backward. ``background``: computed in a thread, in order, while the
+    caller runs the network (the flows need only the gray frames; OpenCV and torch release the GIL)."""
     gray = ((normalize_lab(uint8_to_lab(rgb_u8))[0][:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-    flows = []
-    for t in range(1, len(gray)):
+
+    def pair(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         back = torch.from_numpy(flow_fn(gray[t], gray[t - 1]))[None]
         fwd = torch.from_numpy(flow_fn(gray[t - 1], gray[t]))[None]
-        flows.append((back[0], consistency_mask(back, fwd)[0]))
-    return flows
+        return back[0], consistency_mask(back, fwd)[0]
+
+    if not background:
+        return [pair(t) for t in range(1, len(gray))]
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow")
+    pending = _Pending([pool.submit(pair, t) for t in range(1, len(gray))])
+    pool.shutdown(wait=False)  # the queued pairs still run; the thread ends after the last
+    return pending
 
 
 @torch.no_grad()
@@ -81,8 +103,8 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     """Key-frame propagation with a hint model: frame 0 gets ``key_ab`` (normalised ab (2, H, W), the
     user's colours) where ``key_mask`` (1, H, W) is 1 (None: every pixel; no key_ab: no hints), every
     later frame t the previous prediction carried along ``flows[t - 1]`` (flow from t back to t-1,
-    non-occluded mask; default ``estimated_flows``: Farneback from the gray frames), the mask as
-    the hint mask."""
+    non-occluded mask; default ``estimated_flows``: Farneback from the gray frames, computed while the
+    network runs), the mask as the hint mask."""
     from colorlab.video.flow import warp
 
     l, _ = normalize_lab(uint8_to_lab(rgb_u8))
@@ -93,10 +115,10 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     if key_ab is not None:
         hint_ab = key_ab[None].float()
         hint_mask = torch.ones(1, 1, h, w) if key_mask is None else key_mask[None].float()
+    if flows is None and l.shape[0] > 1:
+        flows = estimated_flows(rgb_u8, background=True)
     for t in tqdm(range(l.shape[0]), desc="propagate", unit="frame", disable=None if progress else True):
         if t > 0:
-            if flows is None:
-                flows = estimated_flows(rgb_u8)
             back, mask = flows[t - 1]
             hint_mask = mask[None].float()
             hint_ab = warp(abs_[-1], back[None].float())[0] * hint_mask
@@ -114,8 +136,8 @@ def mean_scores(scores: list[dict]) -> dict:
 def truth_row(items: list[dict]) -> dict:
     """The ground-truth clips' own scores: the floor every model is reported beside."""
     truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
-    return {"model": "ground truth", **mean_scores(truth), "key_colour_kept": 1.0 if "bimodal" in items[0] else None,
-            "clips": len(items)}
+    return {"model": "ground truth", **mean_scores(truth), "psnr": None,  # against itself: infinite
+            "key_colour_kept": 1.0 if "bimodal" in items[0] else None, "clips": len(items)}
 
 
 def model_rows(model, label: str, items: list[dict]) -> list[dict]:
