@@ -75,16 +75,24 @@ def _folder_fingerprint(root: str | None) -> str:
     return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
 
 
+def _stack_l(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, n, 3, H, W) -> normalised L (B, n, H, W)."""
+    b, n = frames.shape[:2]
+    return normalize_lab(uint8_to_lab(frames.flatten(0, 1)))[0].reshape(b, n, *frames.shape[-2:])
+
+
 def add_lab(batch: dict) -> dict:
     """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
-    the device of ``batch['rgb']`` (uint8 (B, 3, H, W))."""
+    the device of ``batch['rgb']`` (uint8 (B, 3, H, W)); video items' extra frames likewise."""
     batch["l"], batch["ab"] = normalize_lab(uint8_to_lab(batch["rgb"]))
     if "context" in batch:  # data.stack > 1 (issue 13): L of the frames centred on each (B, n, H, W)
-        b, n = batch["context"].shape[:2]
-        l_stack = normalize_lab(uint8_to_lab(batch["context"].flatten(0, 1)))[0]
-        batch["l_stack"] = l_stack.reshape(b, n, *l_stack.shape[-2:])
+        batch["l_stack"] = _stack_l(batch["context"])
     if "previous" in batch:  # data.previous (issue 13): frame t-1's ab carried along the flow (B, 2, H, W)
         batch["previous_ab"] = normalize_lab(uint8_to_lab(batch.pop("previous")))[1] * batch["previous_valid"]
+    if "previous_frame" in batch:  # the temporal loss's input for frame t-1: (B, 1, H, W) or its stack
+        batch["l_previous"] = normalize_lab(uint8_to_lab(batch.pop("previous_frame")))[0]
+    if "previous_context" in batch:
+        batch["l_stack_previous"] = _stack_l(batch.pop("previous_context"))
     return batch
 
 

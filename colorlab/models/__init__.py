@@ -66,6 +66,9 @@ def build_model(cfg: DictConfig, prior: Tensor) -> Colorizer:
     model.config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.hints.enabled:
         model.hint_sampling = HintSampling(**hints)
+    model.temporal_weight = float((cfg.get("temporal") or {}).get("weight", 0.0))
+    if model.temporal_weight < 0:
+        raise ValueError(f"temporal.weight must be >= 0. Got {model.temporal_weight}")
     speed = cfg.get("speed") or {}
     if speed.get("channels_last", False):
         model.net.to(memory_format=torch.channels_last)

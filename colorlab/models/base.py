@@ -89,6 +89,7 @@ class Colorizer(pl.LightningModule):
         self.hinted_psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.config: dict | None = None  # the resolved run config, stored in checkpoints
         self.hint_sampling: HintSampling | None = None  # set by build_model when hints.enabled
+        self.temporal_weight = 0.0  # set by build_model from temporal.weight (video data)
         self._samples: tuple[Tensor, Tensor] | None = None
         self.validated_step = -1  # the global step whose weights were last validated (sanity checks aside)
 
@@ -165,9 +166,32 @@ class Colorizer(pl.LightningModule):
             if self.hint_sampling.drop > 0:  # images with no hints keep the network a colorizer on its own
                 kept = torch.rand(batch["l"].shape[0], 1, 1, 1, device=batch["l"].device) >= self.hint_sampling.drop
                 batch["hint_ab"], batch["hint_mask"] = batch["hint_ab"] * kept, batch["hint_mask"] * kept
-        loss = self.loss(self.run_net(batch), batch)
+        out = self.run_net(batch)
+        loss = self.loss(out, batch)
+        if self.temporal_weight > 0:
+            temporal = self.temporal_loss(out, batch)
+            self.log("train/temporal", temporal, batch_size=batch["l"].shape[0])
+            loss = loss + self.temporal_weight * temporal
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
+
+    def temporal_loss(self, out: Tensor, batch: dict) -> Tensor:
+        """Lai et al. 2018's short-term temporal loss on ab: the mean L1 distance (normalised ab, summed
+        over a and b) between this frame's prediction and the prediction for frame t-1 carried onto it
+        along the flow, over pixels visible in both. Frame t-1's prediction is a fixed target (no
+        gradient), as the previous output is in recurrent training."""
+        if "previous_flow" not in batch:
+            raise ValueError("temporal.weight > 0 needs frames that carry their previous frame and its flow: "
+                             "data=synthetic_video data.previous=true")
+        from colorlab.video.flow import warp
+
+        size = batch["l"].shape[-2:]
+        with torch.no_grad():
+            previous = self.predict_ab(self(batch.get("l_stack_previous", batch.get("l_previous"))), size)
+        carried, inside = warp(previous, batch["previous_flow"])
+        mask = (batch["previous_valid"] & inside).float()
+        distance = (self.predict_ab(out, size) - carried).abs().sum(1, keepdim=True)
+        return (distance * mask).sum() / mask.sum().clamp_min(1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.run_net(batch)

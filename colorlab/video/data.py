@@ -171,7 +171,9 @@ class SyntheticVideoFrames(Dataset):
     the frames centred on it (clamped at the clip's ends); with ``previous`` also uint8 ``previous``
     (3, H, W), frame t-1 carried onto frame t along the exact flow, and bool ``previous_valid``
     (1, H, W), the pixels of frame t visible in frame t-1 (none for t = 0): video_propagate's
-    training hints."""
+    training hints; and, for the temporal loss (``temporal.weight``), uint8 ``previous_frame``
+    (3, H, W) (frame t-1 itself), ``previous_context`` (its stack, when ``stack`` > 1) and float
+    ``previous_flow`` (2, H, W), the exact flow from frame t back to t-1."""
 
     def __init__(self, clips: SyntheticVideo, stack: int = 1, previous: bool = False):
         if stack < 1 or stack % 2 == 0:
@@ -199,7 +201,8 @@ class SyntheticVideoFrames(Dataset):
         half = self.stack // 2
         out = {"index": index, "item": index}
         frames = {}
-        for u in [*range(t - half, t + half + 1), *([t - 1] if self.previous else [])]:
+        before = range(t - 1 - half, t + half) if self.previous else []  # frame t-1 and its stack
+        for u in [*range(t - half, t + half + 1), *before]:
             u = min(max(u, 0), c.frames - 1)
             if u not in frames:
                 frames[u] = render_frame(scene, u, c.noise, np.random.default_rng([*key, 1, u]))
@@ -213,11 +216,18 @@ class SyntheticVideoFrames(Dataset):
         if self.previous:
             if t == 0:
                 prev, valid = np.zeros_like(rgb), np.zeros(labels.shape, bool)
+                back = np.zeros((2, *labels.shape), np.float32)
             else:
                 back, valid = exact_flow(labels, frames[t - 1][1], layer_velocities(scene["shapes"]), -1)
                 prev = carry_back(frames[t - 1][0], back, valid)
             out["previous"] = torch.from_numpy(prev).permute(2, 0, 1).contiguous()
             out["previous_valid"] = torch.from_numpy(valid)[None]
+            # for temporal.weight: frame t-1 itself (or its stack) and the flow from t back to it
+            out["previous_flow"] = torch.from_numpy(back)
+            out["previous_frame"] = torch.from_numpy(frames[max(t - 1, 0)][0]).permute(2, 0, 1).contiguous()
+            if self.stack > 1:
+                ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - 1 - half, t + half)]
+                out["previous_context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
         return out
 
 
