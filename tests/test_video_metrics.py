@@ -274,3 +274,24 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     batch.pop("hint_ab"), batch.pop("hint_mask")
     model.training_step(batch, 0)
     assert not seen["hint_mask"].any() and not seen["hint_ab"].any()  # hints.drop=1: no image keeps hints
+
+
+def test_temporal_loss_is_zero_for_motion_consistent_colours_and_measures_a_shift(tiny_overrides):
+    from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.config import compose
+    from colorlab.data.datamodule import add_lab
+    from colorlab.models import build_model, placeholder_prior
+    from colorlab.video.data import SyntheticVideoFrames
+
+    cfg = compose("video_frame", [*tiny_overrides, "data.size=32", "data.previous=true", "temporal.weight=1"])
+    model = build_model(cfg, placeholder_prior(cfg))
+    items = [SyntheticVideoFrames(SyntheticVideo(32, 2, 1, "val", 4, noise=0.0), previous=True)[i] for i in range(8)]
+    previous_ab = normalize_lab(uint8_to_lab(torch.stack([i["previous_frame"] for i in items])))[1]
+    batch = add_lab(torch.utils.data.default_collate(items))
+    model.predict_ab = lambda out, size: out  # the "network output" is ab itself
+    for shift, expected in ((0.0, 0.0), (0.1, 0.1)):  # a shift of a by 0.1 on frame t-1: L1 0.1 where visible
+        model.forward = lambda *a, s=shift: previous_ab + torch.tensor([s, 0.0])[:, None, None]
+        assert float(model.temporal_loss(batch["ab"], batch)) == pytest.approx(expected, abs=1e-6)
+    del batch["previous_flow"]
+    with pytest.raises(ValueError, match="data.previous=true"):
+        model.temporal_loss(batch["ab"], batch)
