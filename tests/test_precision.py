@@ -38,3 +38,24 @@ def test_autocast_on_black_and_saturated_images(experiment, dtype, tiny_override
 def test_mixed_precision_training_run(precision, tiny_overrides):
     metrics = train(compose("unet_bins", tiny_overrides + ["trainer.max_epochs=1", f"trainer.precision={precision}"]))
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+@pytest.mark.parametrize("experiment", ["regression_l2", "eccv16_full", "unet_bins", "fusion_bins112"])
+def test_channels_last_is_a_layout_only(experiment, tiny_overrides):
+    """speed.channels_last (the default since issue 16's measurements) stores the network's conv weights
+    NHWC, keeps checkpoints interchangeable and gives the same outputs up to float rounding."""
+    cfg = compose(experiment, [*tiny_overrides, "speed.channels_last=false"])
+    prior = load_or_compute_prior(cfg)["counts"]
+    torch.manual_seed(0)
+    nchw = build_model(cfg, prior).eval()
+    nhwc = build_model(compose(experiment, [*tiny_overrides, "speed.channels_last=true"]), prior).eval()
+    assert nhwc.state_dict().keys() == nchw.state_dict().keys()
+    nhwc.load_state_dict(nchw.state_dict())
+    convs = [m.weight for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs if w.shape[-1] > 1)
+    batch = add_lab({"rgb": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8,
+                                          generator=torch.Generator().manual_seed(1))})
+    if cfg.embed.enabled:
+        batch["embedding"] = torch.randn(2, nchw.net.embed_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc.run_net(batch), nchw.run_net(batch), atol=1e-4, rtol=1e-4)
