@@ -7,6 +7,8 @@ fraction of a dense matmul peak measured in this process at the same precision (
 the same run: colorization-pytorch's user-hint data step (its rgb2lab and the per-image Python loop of
 util.get_colorization_data / add_color_points, transcribed in behaviour) around the same network,
 loss and optimizer as hints_unet; hints_unet's step throughput is reported as a ratio to it.
+Fusion nets (koala_mse, fusion_bins112) get a random global embedding per image: in training it is
+read from the embedding cache (colorlab/embed.py), not computed in the step.
 Target: hints_unet >= 0.9x the anchor on the CPU (not slower beyond noise), >= 3x on a GPU.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--experiment NAME ...] [--size PX] [--steps 3]
@@ -111,6 +113,8 @@ def build(experiment: str, size: int | None, device: str, tmp: str, extra: list[
 
 def colorlab_step(model, opt, rgb):
     batch = add_lab({"rgb": rgb})
+    if getattr(model.net, "embed_dim", 0):  # fusion nets: the IRN2 embedding is a cached input in training
+        batch["embedding"] = torch.randn(rgb.shape[0], model.net.embed_dim, device=rgb.device)
     loss = model.training_step(batch, 0)
     loss.backward()
     opt.step()
