@@ -71,7 +71,9 @@ class Colorizer(pl.LightningModule):
     """net: L (B, 1, H, W) -> maps (B, net_out_channels, H/s, W/s), s = net.output_stride.
 
     With ``hint_sampling`` set (hints.enabled) the network's input is L, hint ab and hint mask
-    (B, 4, H, W) (colorlab/hints.py): training draws synthetic hints for every batch; validation
+    (B, 4, H, W) (colorlab/hints.py): training draws synthetic hints for every batch (video frames
+    that carry their previous frame's colours get those instead; ``hints.drop`` leaves images with
+    none); validation
     metrics are those with no hints (comparable with every other experiment), plus
     ``val/psnr_hinted`` with hints drawn from the same scheme, seeded per batch.
 
