@@ -109,8 +109,8 @@ def main(argv: list[str]) -> int:
     from colorlab.colorize import DEFAULT_HINT_PATCH
     from colorlab.hints import encode_hints, load_hints
     from colorlab.models import load_colorizer
-    from colorlab.video.evaluate import colorize_clip, estimated_flows, propagate_clip
-    from colorlab.video.flow import FLOW_NAMES, consistency_mask, flow_estimator
+    from colorlab.video.evaluate import colorize_clip, propagate_clip
+    from colorlab.video.flow import FLOW_NAMES, checked_flow, estimated_flows, flow_estimator
     from colorlab.video.metrics import cdc, warp_error
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
@@ -162,9 +162,8 @@ def main(argv: list[str]) -> int:
                "cdc": cdc(rgb) if len(rgb) > 1 else None}
     if len(rgb) > 1:
         g = gray[:, 0].numpy()
-        flow = torch.stack([torch.from_numpy(flow_fn(g[t], g[t + 1])) for t in range(len(g) - 1)])
-        back = torch.stack([torch.from_numpy(flow_fn(g[t + 1], g[t])) for t in range(len(g) - 1)])
-        mask = consistency_mask(flow, back)
+        pairs = [checked_flow(g[t], g[t + 1], flow_fn) for t in range(len(g) - 1)]  # forward, visible in t+1
+        flow, mask = torch.stack([f for f, _ in pairs]), torch.stack([m for _, m in pairs])
         metrics["warp_error"] = warp_error(rgb.double() / 255, flow, mask)
         if was_colour:
             metrics["warp_error_input"] = warp_error(full.double() / 255, flow, mask)

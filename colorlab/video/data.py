@@ -163,6 +163,19 @@ class SyntheticVideo(Dataset):
                 "bimodal": torch.from_numpy(c["bimodal"])[:, None], "mode": c["mode"], "index": index}
 
 
+def check_stack(stack: int) -> None:
+    if stack < 1 or stack % 2 == 0:
+        raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
+
+
+def centred_stack(frames: dict[int, np.ndarray], centre: int, stack: int, length: int) -> torch.Tensor:
+    """uint8 (stack, 3, H, W): frames centre - stack // 2 .. centre + stack // 2 of a clip of ``length``
+    frames (clamped at its ends), from ``frames`` (frame number -> uint8 (H, W, 3))."""
+    half = stack // 2
+    picked = [frames[min(max(u, 0), length - 1)] for u in range(centre - half, centre + half + 1)]
+    return torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).contiguous()
+
+
 class SyntheticVideoFrames(Dataset):
     """The frames of ``SyntheticVideo`` clips one by one, for the image pipeline (``data=synthetic_video``):
     item ``i`` is frame ``i % frames`` of clip ``i // frames``, rendered alone (the same pixels as in
@@ -176,8 +189,7 @@ class SyntheticVideoFrames(Dataset):
     ``previous_flow`` (2, H, W), the exact flow from frame t back to t-1."""
 
     def __init__(self, clips: SyntheticVideo, stack: int = 1, previous: bool = False):
-        if stack < 1 or stack % 2 == 0:
-            raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
+        check_stack(stack)
         self.clips, self.stack, self.previous = clips, stack, previous
         self.length = clips.length * clips.frames
 
@@ -210,9 +222,9 @@ class SyntheticVideoFrames(Dataset):
         bimodal_label = next(i + 1 for i, s in enumerate(scene["shapes"]) if s["kind"] == "bimodal")
         out["rgb"] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
         out["bimodal"] = torch.from_numpy(labels == bimodal_label)[None]
+        images = {u: f[0] for u, f in frames.items()}
         if self.stack > 1:
-            ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - half, t + half + 1)]
-            out["context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+            out["context"] = centred_stack(images, t, self.stack, c.frames)
         if self.previous:
             if t == 0:
                 prev, valid = np.zeros_like(rgb), np.zeros(labels.shape, bool)
@@ -226,8 +238,7 @@ class SyntheticVideoFrames(Dataset):
             out["previous_flow"] = torch.from_numpy(back)
             out["previous_frame"] = torch.from_numpy(frames[max(t - 1, 0)][0]).permute(2, 0, 1).contiguous()
             if self.stack > 1:
-                ctx = [frames[min(max(u, 0), c.frames - 1)][0] for u in range(t - 1 - half, t + half)]
-                out["previous_context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+                out["previous_context"] = centred_stack(images, t - 1, self.stack, c.frames)
         return out
 
 

@@ -12,8 +12,6 @@ they have no bimodal diamond, so flip rate and key colour kept are absent (None,
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from tqdm import tqdm
@@ -22,7 +20,7 @@ from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_t
 from colorlab.data.synthetic import BIMODAL_AB
 from colorlab.metrics import colorfulness
 from colorlab.video.data import SyntheticVideo
-from colorlab.video.flow import consistency_mask, farneback
+from colorlab.video.flow import estimated_flows
 from colorlab.video.metrics import cdc, clip_modes, mode_flip_rate, warp_error
 
 
@@ -61,39 +59,6 @@ def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: in
     ab = torch.cat(abs_)
     lab = denormalize_lab(l, ab)
     return lab_to_uint8(lab), lab[:, 1:]
-
-
-class _Pending(Sequence):
-    """A list of values computed by futures: indexing waits for that one."""
-
-    def __init__(self, futures: list):
-        self.futures = futures
-
-    def __len__(self) -> int:
-        return len(self.futures)
-
-    def __getitem__(self, i):
-        return self.futures[i].result()
-
-
-def estimated_flows(rgb_u8: torch.Tensor, flow_fn=farneback, background: bool = False) -> Sequence:
-    """For t = 1 .. T-1: (flow from frame t back to t-1 (2, H, W), its non-occluded pixels (1, H, W) bool),
-    estimated by ``flow_fn(gray_a, gray_b)`` (default OpenCV Farneback; see ``flow.flow_estimator``) on the
-    gray frames and checked forward-backward. ``background``: computed in a thread, in order, while the
-    caller runs the network (the flows need only the gray frames; OpenCV and torch release the GIL)."""
-    gray = ((normalize_lab(uint8_to_lab(rgb_u8))[0][:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-
-    def pair(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        back = torch.from_numpy(flow_fn(gray[t], gray[t - 1]))[None]
-        fwd = torch.from_numpy(flow_fn(gray[t - 1], gray[t]))[None]
-        return back[0], consistency_mask(back, fwd)[0]
-
-    if not background:
-        return [pair(t) for t in range(1, len(gray))]
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow")
-    pending = _Pending([pool.submit(pair, t) for t in range(1, len(gray))])
-    pool.shutdown(wait=False)  # the queued pairs still run; the thread ends after the last
-    return pending
 
 
 @torch.no_grad()

@@ -11,7 +11,8 @@ RAFT from a state dict given by path (never downloaded).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,43 @@ def farneback(gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
     flow = cv2.calcOpticalFlowFarneback(gray_a, gray_b, None, pyr_scale=0.5, levels=3, winsize=15,
                                         iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
     return np.ascontiguousarray(flow.transpose(2, 0, 1))
+
+
+def checked_flow(gray_a: np.ndarray, gray_b: np.ndarray, flow_fn=farneback) -> tuple[Tensor, Tensor]:
+    """The estimated flow from gray frame a to b (2, H, W) and the pixels of a it holds for (1, H, W) bool:
+    ``flow_fn`` both ways, checked forward-backward (``consistency_mask``)."""
+    fwd = torch.from_numpy(flow_fn(gray_a, gray_b))[None]
+    bwd = torch.from_numpy(flow_fn(gray_b, gray_a))[None]
+    return fwd[0], consistency_mask(fwd, bwd)[0]
+
+
+class _Pending(Sequence):
+    """A list of values computed by futures: indexing waits for that one."""
+
+    def __init__(self, futures: list):
+        self.futures = futures
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __getitem__(self, i):
+        return self.futures[i].result()
+
+
+def estimated_flows(rgb_u8: torch.Tensor, flow_fn=farneback, background: bool = False) -> Sequence:
+    """For t = 1 .. T-1: (flow from frame t back to t-1 (2, H, W), its non-occluded pixels (1, H, W) bool),
+    estimated by ``flow_fn(gray_a, gray_b)`` (default OpenCV Farneback; see ``flow.flow_estimator``) on the
+    gray frames and checked forward-backward. ``background``: computed in a thread, in order, while the
+    caller runs the network (the flows need only the gray frames; OpenCV and torch release the GIL)."""
+    from colorlab.color import normalize_lab, uint8_to_lab
+
+    gray = ((normalize_lab(uint8_to_lab(rgb_u8))[0][:, 0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    if not background:
+        return [checked_flow(gray[t], gray[t - 1], flow_fn) for t in range(1, len(gray))]
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow")
+    pending = _Pending([pool.submit(checked_flow, gray[t], gray[t - 1], flow_fn) for t in range(1, len(gray))])
+    pool.shutdown(wait=False)  # the queued pairs still run; the thread ends after the last
+    return pending
 
 
 FLOW_NAMES = ("farneback", "raft")

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from colorlab.io import summarize_skips
+from colorlab.video.data import centred_stack, check_stack
 
 VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpg", ".webm")
 _CROP_STREAM = 31  # separates the crop draws from other uses of the seed
@@ -161,8 +162,7 @@ def _crop(frame: np.ndarray, size: int, top: int, left: int, flip: bool) -> np.n
 def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frame t-1 (H, W, 3) uint8 carried onto frame t's grid along their backward Farneback flow: uint8
     (H, W, 3), zero where the flow fails the forward-backward check, and that mask bool (H, W)."""
-    from colorlab.video.evaluate import estimated_flows
-    from colorlab.video.flow import warp
+    from colorlab.video.flow import estimated_flows, warp
 
     pair = torch.from_numpy(np.stack([previous, current])).permute(0, 3, 1, 2)
     back, valid = estimated_flows(pair)[0]  # (2, H, W) from t to t-1, (1, H, W)
@@ -178,8 +178,7 @@ class VideoWindows(Dataset):
 
     def __init__(self, videos: list[VideoFile], size: int, frames: int, train: bool, seed: int = 0,
                  stack: int = 1, previous: bool = False, skipped: Counter | None = None):
-        if stack < 1 or stack % 2 == 0:
-            raise ValueError(f"data.stack must be an odd number of frames >= 1 (centre frame predicted). Got {stack}")
+        check_stack(stack)
         self.videos, self.size, self.frames, self.train, self.seed = videos, size, frames, train, seed
         self.stack, self.previous = stack, previous
         self.skipped = skipped or Counter()  # files left out when the folders were indexed, by reason
@@ -233,12 +232,10 @@ class VideoWindows(Dataset):
                 window = self.first_window[(f + 1) % len(self.videos)]
         else:
             raise RuntimeError("no video in the folder could be decoded")
-        half = self.stack // 2
         out = {"index": index, "item": index, "window": window, "frame": self.windows[window][1] + t,
                "decode_failed": failed, "rgb": torch.from_numpy(frames[t]).permute(2, 0, 1).contiguous()}
         if self.stack > 1:
-            ctx = [frames[min(max(u, 0), self.frames - 1)] for u in range(t - half, t + half + 1)]
-            out["context"] = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).contiguous()
+            out["context"] = centred_stack(frames, t, self.stack, self.frames)
         if self.previous:
             if t == 0:
                 prev, valid = np.zeros_like(frames[t]), np.zeros((self.size, self.size), bool)
