@@ -39,6 +39,9 @@ class HintSampling:
     full_reveal: float = 0.05
     max_hints: int = 64  # P(n > 64) = (7/8)^65 ~ 2e-4 for p = 1/8
     drop: float = 0.0  # training only: probability that an image gets no hints at all (video_propagate)
+    carry_chroma_min: float = 1.0  # training only (video_propagate): carried colours' chroma x U(this, 1)
+    carry_blur: float = 0.0  # training only (video_propagate): carried colours blurred, sigma U(0, this) px
+    carry_wrong: float = 0.0  # training only (video_propagate): probability of a wrongly coloured patch
 
     def __post_init__(self):
         if not 0 < self.p <= 1:
@@ -51,6 +54,13 @@ class HintSampling:
             raise ValueError(f"hints.max_hints must be >= 0. Got {self.max_hints}")
         if not 0 <= self.drop <= 1:
             raise ValueError(f"hints.drop must be a probability in [0, 1]. Got {self.drop}")
+        if not 0 <= self.carry_chroma_min <= 1:
+            raise ValueError(f"hints.carry_chroma_min must be in [0, 1] (1: carried colours unchanged). "
+                             f"Got {self.carry_chroma_min}")
+        if not 0 <= self.carry_wrong <= 1:
+            raise ValueError(f"hints.carry_wrong must be a probability in [0, 1]. Got {self.carry_wrong}")
+        if self.carry_blur < 0:
+            raise ValueError(f"hints.carry_blur must be >= 0 px (0: no blur). Got {self.carry_blur}")
 
 
 def _uniform(shape, device, generator) -> Tensor:
@@ -115,6 +125,40 @@ def sample_hints(ab: Tensor, sampling: HintSampling, generator: torch.Generator 
         hint_ab, mask = hint_ab.to(ab.dtype), mask.to(ab.dtype)
     reveal = layout.reveal[:, None, None, None]
     return torch.where(reveal, ab, hint_ab), torch.where(reveal, torch.ones_like(mask), mask)
+
+
+def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator: torch.Generator | None = None
+                    ) -> Tensor:
+    """Carried colours ab_norm (B, 2, H, W) as a propagating network meets them at inference, where they
+    are its own earlier output rather than the truth: each image's chroma scaled by U(carry_chroma_min, 1)
+    (its output hedges between modes) and blurred by a Gaussian of sigma U(0, carry_blur) px (its edges
+    are soft); with probability ``carry_wrong`` one square of side U(H/8, H/2) takes another image's
+    carried colours (a shape it missed: the network must overrule carried colours that its input
+    contradicts); then cut to ``mask`` (B, 1, H, W) again. Trained on the truth alone,
+    video_propagate copied weak carried colours only partly, drifting towards its own prior frame
+    after frame, and kept colours it had got wrong."""
+    b, _, h, w = ab.shape
+    if sampling.carry_chroma_min < 1:
+        scale = _uniform((b, 1, 1, 1), ab.device, generator)
+        ab = ab * (sampling.carry_chroma_min + (1 - sampling.carry_chroma_min) * scale).to(ab.dtype)
+    if sampling.carry_blur > 0:
+        from kornia.filters import gaussian_blur2d
+
+        sigma = (_uniform((b, 1), ab.device, generator) * sampling.carry_blur).clamp_min(1e-3).expand(b, 2)
+        radius = math.ceil(2 * sampling.carry_blur)
+        ab = gaussian_blur2d(ab.float(), 2 * radius + 1, sigma.float()).to(ab.dtype)
+    if sampling.carry_wrong > 0 and b > 1:
+        u = _uniform((b, 4), ab.device, generator)
+        side = (h / 8 + u[:, 0] * (h / 2 - h / 8)).long().clamp_min(1)  # (B,)
+        top = (u[:, 1] * (h - side + 1)).long()
+        left = (u[:, 2] * (w - side + 1)).long()
+        yy = torch.arange(h, device=ab.device)[None, :, None]
+        xx = torch.arange(w, device=ab.device)[None, None, :]
+        square = ((yy >= top[:, None, None]) & (yy < (top + side)[:, None, None])
+                  & (xx >= left[:, None, None]) & (xx < (left + side)[:, None, None]))
+        wrong = (square & (u[:, 3] < sampling.carry_wrong)[:, None, None])[:, None]  # (B, 1, H, W)
+        ab = torch.where(wrong, ab.roll(1, dims=0), ab)
+    return ab * mask
 
 
 def _normal_corner(length: int, sizes: Tensor, device, generator) -> Tensor:

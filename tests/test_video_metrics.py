@@ -255,7 +255,8 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     from colorlab.models import build_model, placeholder_prior
     from colorlab.video.data import synthetic_video_splits
 
-    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0"])
+    cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0", "hints.carry_chroma_min=1",
+                                      "hints.carry_blur=0"])
     model = build_model(cfg, placeholder_prior(cfg))
     train, _ = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=3, previous=True)
     batch = add_lab(torch.utils.data.default_collate([train[i] for i in range(3)]))
@@ -274,6 +275,47 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     batch.pop("hint_ab"), batch.pop("hint_mask")
     model.training_step(batch, 0)
     assert not seen["hint_mask"].any() and not seen["hint_ab"].any()  # hints.drop=1: no image keeps hints
+
+
+def test_carried_colours_are_weakened_and_softened_as_configured():
+    from scipy.ndimage import gaussian_filter
+
+    from colorlab.hints import HintSampling, degrade_carried
+
+    ab = torch.zeros(64, 2, 24, 24)
+    ab[:, 0, :, 12:], ab[:, 1] = 0.5, -0.3  # a vertical edge in a, b constant
+    mask = torch.ones(64, 1, 24, 24)
+    mask[:, :, :4] = 0  # disoccluded rows
+    g = torch.Generator().manual_seed(0)
+    out = degrade_carried(ab, mask, HintSampling(carry_chroma_min=0.2), g)
+    scale = out[:, 1, 4:, :] / -0.3  # per image, the same everywhere
+    assert torch.allclose(scale, scale[:, :1, :1].expand_as(scale), atol=1e-6)
+    assert 0.2 <= scale.min() and scale.max() <= 1 and scale.max() - scale.min() > 0.5  # spread over [0.2, 1]
+    assert not out[:, :, :4].any()  # masked pixels carry nothing
+    out = degrade_carried(ab, torch.ones_like(mask), HintSampling(carry_blur=1.5), g)
+    torch.testing.assert_close(out[:, 1], ab[:, 1])  # a constant field stays constant (reflected borders)
+    # each image's a row against SciPy's Gaussian filter at the sigma that fits it best: a blur of U(0, 1.5) px
+    fits = []
+    for row in out[:, 0, 12].double().numpy():
+        errors = {s: abs(gaussian_filter(ab[0, 0, 12].double().numpy(), s, mode="reflect", truncate=2.0) - row).max()
+                  for s in np.linspace(0.05, 1.5, 30)}
+        fits.append(min(errors, key=errors.get))
+        assert errors[fits[-1]] < 0.02
+    assert min(fits) < 0.3 and max(fits) > 1.2
+    distinct = torch.arange(64.0)[:, None, None, None].expand(64, 2, 24, 24) / 64  # each image its own colour
+    out = degrade_carried(distinct, torch.ones_like(mask), HintSampling(carry_wrong=1.0), g)
+    for i in range(64):
+        changed = (out[i, 0] != distinct[i, 0]).nonzero()
+        assert (out[i, :, changed[:, 0], changed[:, 1]] == distinct[i - 1, 0, 0, 0]).all()  # another image's colours
+        rows, cols = changed[:, 0].unique(), changed[:, 1].unique()
+        assert len(changed) == len(rows) * len(cols) and len(rows) == len(cols)  # one square
+        assert 3 <= len(rows) <= 12 and (rows.diff() == 1).all() and (cols.diff() == 1).all()  # side H/8..H/2
+    with pytest.raises(ValueError, match="carry_wrong must be a probability"):
+        HintSampling(carry_wrong=2)
+    with pytest.raises(ValueError, match="carry_chroma_min must be in"):
+        HintSampling(carry_chroma_min=1.5)
+    with pytest.raises(ValueError, match="carry_blur must be >= 0"):
+        HintSampling(carry_blur=-1)
 
 
 def test_temporal_loss_is_zero_for_motion_consistent_colours_and_measures_a_shift(tiny_overrides):

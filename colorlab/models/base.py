@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from colorlab.color import denormalize_lab, lab_to_uint8
-from colorlab.hints import HintSampling, sample_hints
+from colorlab.hints import HintSampling, degrade_carried, sample_hints
 from colorlab.metrics import ColorMetrics
 from colorlab.viz import sample_grid, save_png
 
@@ -72,10 +72,10 @@ class Colorizer(pl.LightningModule):
 
     With ``hint_sampling`` set (hints.enabled) the network's input is L, hint ab and hint mask
     (B, 4, H, W) (colorlab/hints.py): training draws synthetic hints for every batch (video frames
-    that carry their previous frame's colours get those instead; ``hints.drop`` leaves images with
-    none); validation
-    metrics are those with no hints (comparable with every other experiment), plus
-    ``val/psnr_hinted`` with hints drawn from the same scheme, seeded per batch.
+    that carry their previous frame's colours get those instead, degraded as ``hints.carry_*`` say
+    (``degrade_carried``); ``hints.drop`` leaves images with none); validation metrics are those
+    with no hints (comparable with every other experiment), plus ``val/psnr_hinted`` with hints
+    drawn from the same scheme, seeded per batch.
 
     ``data_prior`` (313,): the training data's smoothed ab prior over Zhang's in-gamut bins, which weights
     ``val/auc_rebalanced`` (None: unknown, that metric is left out).
@@ -163,7 +163,8 @@ class Colorizer(pl.LightningModule):
             batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], self.hint_sampling)
             if "previous_ab" in batch:  # video_propagate: frames with a previous one get its colours as hints
                 carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
-                batch["hint_ab"] = torch.where(carried, batch["previous_ab"], batch["hint_ab"])
+                previous = degrade_carried(batch["previous_ab"], batch["previous_valid"], self.hint_sampling)
+                batch["hint_ab"] = torch.where(carried, previous, batch["hint_ab"])
                 batch["hint_mask"] = torch.where(carried, batch["previous_valid"].float(), batch["hint_mask"])
             if self.hint_sampling.drop > 0:  # images with no hints keep the network a colorizer on its own
                 kept = torch.rand(batch["l"].shape[0], 1, 1, 1, device=batch["l"].device) >= self.hint_sampling.drop
