@@ -256,7 +256,7 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     from colorlab.video.data import synthetic_video_splits
 
     cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0", "hints.carry_chroma_min=1",
-                                      "hints.carry_blur=0"])
+                                      "hints.carry_blur=0", "hints.carry_wrong=0"])
     model = build_model(cfg, placeholder_prior(cfg))
     train, _ = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=3, previous=True)
     batch = add_lab(torch.utils.data.default_collate([train[i] for i in range(3)]))
