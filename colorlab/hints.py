@@ -41,7 +41,7 @@ class HintSampling:
     drop: float = 0.0  # training only: probability that an image gets no hints at all (video_propagate)
     carry_chroma_min: float = 1.0  # training only (video_propagate): carried colours' chroma x U(this, 1)
     carry_blur: float = 0.0  # training only (video_propagate): carried colours blurred, sigma U(0, this) px
-    carry_wrong: float = 0.0  # training only (video_propagate): probability of a wrongly coloured patch
+    carry_wrong: float = 0.0  # training only (video_propagate): probability of a wrongly coloured square
 
     def __post_init__(self):
         if not 0 < self.p <= 1:
@@ -132,11 +132,13 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
     """Carried colours ab_norm (B, 2, H, W) as a propagating network meets them at inference, where they
     are its own earlier output rather than the truth: each image's chroma scaled by U(carry_chroma_min, 1)
     (its output hedges between modes) and blurred by a Gaussian of sigma U(0, carry_blur) px (its edges
-    are soft); with probability ``carry_wrong`` one square of side U(H/8, H/2) takes another image's
-    carried colours (a shape it missed: the network must overrule carried colours that its input
-    contradicts); then cut to ``mask`` (B, 1, H, W) again. Trained on the truth alone,
-    video_propagate copied weak carried colours only partly, drifting towards its own prior frame
-    after frame, and kept colours it had got wrong."""
+    are soft; the blur also mixes in the zeros of disoccluded pixels, so colours beside them fade);
+    with probability ``carry_wrong`` one sharp square of side U(S/8, S/2), S = min(H, W), takes the
+    previous image's carried colours in the batch (a shape it missed, or gray where that image carries
+    none: the network must overrule carried colours that its input contradicts; none in a batch of
+    one); then cut to ``mask`` (B, 1, H, W) again. Trained on the truth alone, video_propagate copied
+    weak carried colours only partly, drifting towards its own prior frame after frame, and kept
+    colours it had got wrong."""
     b, _, h, w = ab.shape
     if sampling.carry_chroma_min < 1:
         scale = _uniform((b, 1, 1, 1), ab.device, generator)
@@ -146,10 +148,12 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
 
         sigma = (_uniform((b, 1), ab.device, generator) * sampling.carry_blur).clamp_min(1e-3).expand(b, 2)
         radius = math.ceil(2 * sampling.carry_blur)
-        ab = gaussian_blur2d(ab.float(), 2 * radius + 1, sigma.float()).to(ab.dtype)
+        with torch.autocast(ab.device.type, enabled=False):  # fp32 under mixed precision too
+            ab = gaussian_blur2d(ab.float(), 2 * radius + 1, sigma.float()).to(ab.dtype)
     if sampling.carry_wrong > 0 and b > 1:
         u = _uniform((b, 4), ab.device, generator)
-        side = (h / 8 + u[:, 0] * (h / 2 - h / 8)).long().clamp_min(1)  # (B,)
+        s = min(h, w)
+        side = (s / 8 + u[:, 0] * (s / 2 - s / 8)).long().clamp_min(1)  # (B,)
         top = (u[:, 1] * (h - side + 1)).long()
         left = (u[:, 2] * (w - side + 1)).long()
         yy = torch.arange(h, device=ab.device)[None, :, None]
