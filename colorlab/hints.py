@@ -156,12 +156,10 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
         side = (s / 8 + u[:, 0] * (s / 2 - s / 8)).long().clamp_min(1)  # (B,)
         top = (u[:, 1] * (h - side + 1)).long()
         left = (u[:, 2] * (w - side + 1)).long()
-        yy = torch.arange(h, device=ab.device)[None, :, None]
-        xx = torch.arange(w, device=ab.device)[None, None, :]
-        square = ((yy >= top[:, None, None]) & (yy < (top + side)[:, None, None])
-                  & (xx >= left[:, None, None]) & (xx < (left + side)[:, None, None]))
-        wrong = (square & (u[:, 3] < sampling.carry_wrong)[:, None, None])[:, None]  # (B, 1, H, W)
-        ab = torch.where(wrong, ab.roll(1, dims=0), ab)
+        chosen = u[:, 3] < sampling.carry_wrong
+        _, wrong = paint_patches(ab.new_zeros(b, 1, 2), top[:, None], left[:, None], side[:, None], chosen[:, None],
+                                 h, w)  # (B, 1, H, W) 1 inside the chosen images' squares
+        ab = torch.where(wrong.bool(), ab.roll(1, dims=0), ab)
     return ab * mask
 
 
