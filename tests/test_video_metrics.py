@@ -87,6 +87,28 @@ def test_mode_flip_rate_by_hand():
     assert mode_flip_rate(ab, region, BIMODAL_AB) == 0.5
 
 
+def test_key_colour_kept_by_hand_counts_only_frames_showing_the_shape():
+    from colorlab.video.evaluate import truth_row
+    from colorlab.video.metrics import key_colour_kept
+
+    region = torch.ones(5, 1, 4, 4, dtype=torch.bool)
+    region[3] = False  # the shape is out of view in frame 3: not a miss
+    signs = [1, 1, -1, -1, 1]
+    ab = torch.stack([s * torch.tensor(BIMODAL_AB).view(2, 1, 1).expand(2, 4, 4) for s in signs]).float()
+    assert key_colour_kept(ab, region, BIMODAL_AB, 1) == 0.75
+    assert key_colour_kept(ab, region, BIMODAL_AB, -1) == 0.25
+    with pytest.raises(ValueError, match="mode must be"):
+        key_colour_kept(ab, region, BIMODAL_AB, 0)
+    with pytest.raises(ValueError, match="needs a frame"):
+        key_colour_kept(ab, torch.zeros_like(region), BIMODAL_AB, 1)
+    # held-out clips where the diamond leaves the frame: the ground truth keeps its colour in every
+    # frame it shows (counting the empty frames as misses capped every model at 98.2% on 128 clips)
+    data = SyntheticVideo(32, 128, 0, "val", 8)
+    items = [c for c in (data[i] for i in range(128)) if not c["bimodal"].flatten(1).any(1).all()][:2]
+    assert items, "expected held-out clips whose diamond leaves the frame"
+    assert truth_row(items)["key_colour_kept"] == 1.0
+
+
 def test_synthetic_video_is_deterministic_with_balanced_modes():
     ds = SyntheticVideo(32, 40, seed=1, split="train", frames=4)
     a, b = ds[7], ds[7]

@@ -9,6 +9,8 @@
   averaged over frame pairs and channels, then over d in {1, 2, 4}.
 - Mode flip rate (colorlab): on a shape whose colour is one of two opposite ab modes for the whole
   clip, the fraction of consecutive frame pairs whose decoded mean ab on the shape changes mode.
+- Key colour kept (colorlab): the fraction of the frames showing that shape whose decoded mode is the
+  clip's own (the one a key frame gave).
 
 Conventions: clips are (T, 3, H, W); flows (T-1, 2, H, W) as in ``colorlab.video.flow``; masks
 (T-1, 1, H, W) bool.
@@ -92,3 +94,15 @@ def mode_flip_rate(ab: Tensor, region: Tensor, mode_ab) -> float:
     if not both.any():
         raise ValueError("mode flip rate needs two consecutive frames with pixels on the region")
     return float((modes[:-1] != modes[1:])[both].double().mean())
+
+
+def key_colour_kept(ab: Tensor, region: Tensor, mode_ab, mode: int) -> float:
+    """Fraction of the frames with pixels on ``region`` whose mode (``clip_modes``) is ``mode`` (+1 / -1);
+    frames where the shape is out of view do not count, as in ``mode_flip_rate``."""
+    if mode not in (1, -1):
+        raise ValueError(f"mode must be +1 (the first mode) or -1 (its opposite). Got {mode}")
+    modes = clip_modes(ab, region, mode_ab)
+    seen = modes != 0
+    if not seen.any():
+        raise ValueError("key colour kept needs a frame with pixels on the region")
+    return float((modes[seen] == mode).double().mean())
