@@ -272,6 +272,7 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
             for answered in range(10):
                 if answered == 3:  # the participant reloads: same session, next trial
                     page.reload()
+                    page.wait_for_selector("#start:enabled", timeout=30_000)  # the stored session is looked up
                     assert page.inner_text("#start") == "Continue (trial 4 of 10)"
                     page.click("#start")
                 if answered == 2:  # practice over: the break screen
