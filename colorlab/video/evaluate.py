@@ -34,6 +34,8 @@ def clip_scores(rgb_u8: torch.Tensor, clip: dict, lab_ab: torch.Tensor) -> dict:
     return {"warp_error": warp_error(rgb_u8.double() / 255, clip["flow"], clip["valid"]),
             "cdc": cdc(rgb_u8),
             "flip_rate": mode_flip_rate(lab_ab, clip["bimodal"], BIMODAL_AB) if "bimodal" in clip else None,
+            "key_colour_kept": key_colour_kept(lab_ab, clip["bimodal"], BIMODAL_AB, clip["mode"]) if "bimodal" in clip
+            else None,
             "psnr": sum(psnr_u8(p, t) for p, t in zip(rgb_u8, clip["rgb"], strict=True)) / len(rgb_u8),
             "colorfulness": float(colorfulness(rgb_u8.float() / 255).mean())}
 
@@ -100,11 +102,7 @@ def mean_scores(scores: list[dict]) -> dict:
 
 def truth_row(items: list[dict]) -> dict:
     """The ground-truth clips' own scores: the floor every model is reported beside."""
-    truth = []
-    for c in items:
-        ab = uint8_to_lab(c["rgb"])[:, 1:]
-        kept = key_colour_kept(ab, c["bimodal"], BIMODAL_AB, c["mode"]) if "bimodal" in c else None
-        truth.append({**clip_scores(c["rgb"], c, ab), "key_colour_kept": kept})
+    truth = [clip_scores(c["rgb"], c, uint8_to_lab(c["rgb"])[:, 1:]) for c in items]
     return {"model": "ground truth", **mean_scores(truth), "psnr": None,  # against itself: infinite
             "clips": len(items)}
 
@@ -131,9 +129,7 @@ def model_rows(model, label: str, items: list[dict]) -> list[dict]:
         scores = []
         for c in items:
             rgb, ab = run(c)
-            s = clip_scores(rgb, c, ab)
-            s["key_colour_kept"] = key_colour_kept(ab, c["bimodal"], BIMODAL_AB, c["mode"]) if "bimodal" in c else None
-            scores.append(s)
+            scores.append(clip_scores(rgb, c, ab))
         rows.append({"model": label + suffix, **mean_scores(scores)})
     return rows
 
