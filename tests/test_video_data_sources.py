@@ -31,6 +31,9 @@ def test_pan_clips_move_by_their_velocity_and_have_zero_ground_truth_warp_error(
         assert warp_error(c["rgb"].double() / 255, c["flow"], c["valid"]) < 1e-20
         assert warp_error(c["rgb"].double() / 255, torch.zeros_like(c["flow"]), c["valid"]) > 1e-4
     assert clips[2]["velocity"] == photo_clip_set("samples", 32, 5, 6, "pan", seed=3)[2]["velocity"]  # deterministic
+    with pytest.raises(IndexError, match="clip 5 of 5"):  # clip 5 does not wrap round to photo 0,
+        clips[5]
+    assert [c["index"] for c in clips] == [0, 1, 2, 3, 4]  # so iterating over the clips ends
 
 
 def test_zoom_clip_is_reproduced_by_warping_along_its_flow_and_not_by_a_zero_flow():

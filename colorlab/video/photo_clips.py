@@ -137,6 +137,8 @@ class PhotoClips(Dataset):
         return {"rgb": rgb, "pairs": (zoom_flow(self.size, ratio), zoom_flow(self.size, 1 / ratio)), "ratio": ratio}
 
     def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:  # also ends ``for clip in clips``, which stops at IndexError
+            raise IndexError(f"clip {index} of {self.length}")
         rng = np.random.default_rng([self.seed, _CLIP_STREAM, index])
         item = index % self.photos.n_items
         if self.motion == "pan":
