@@ -138,12 +138,16 @@ def evaluate(model, cfg: DictConfig) -> dict:
 
 
 def temporal_rows(model, cfg: DictConfig) -> list[dict]:
-    """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole (issue 13)."""
+    """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole (issue 13). Any
+    number: the validation split's clips are generated per index, all of them held out from training,
+    not only the ``data.val_size`` that validation uses."""
     from colorlab.video.data import SyntheticVideo
     from colorlab.video.evaluate import model_rows, truth_row
 
     d = cfg.data
-    n = min(cfg.evaluate.get("video_clips", 16), d.val_size)
+    n = cfg.evaluate.get("video_clips", 128)
+    if n < 1:
+        raise ValueError(f"evaluate.video_clips must be at least 1. Got {n}")
     clips = SyntheticVideo(d.size, n, cfg.seed, "val", d.frames, d.p_first, d.noise)
     items = [clips[i] for i in tqdm(range(len(clips)), desc="clips", unit="clip", disable=None)]
     return [truth_row(items), *model_rows(model.cpu(), model.config["experiment"], items)]

@@ -115,15 +115,16 @@ def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrai
 
     for name, rows in (("video_frame", 1), ("video_propagate", 4)):
         out = tmp_path / f"eval_{name}"
-        args = [f"ckpt={untrained_video[name]}", f"out={out}", "data.val_size=2", "evaluate.video_clips=2",
+        args = [f"ckpt={untrained_video[name]}", f"out={out}", "data.val_size=2", "evaluate.video_clips=3",
                 "evaluate.fid=false", "evaluate.lpips=false"]
         assert evaluate_main(args) == 0
         report = json.loads((out / "metrics.json").read_text())
         temporal = report["temporal"]
         assert [r["model"] for r in temporal][0] == "ground truth" and len(temporal) == 1 + rows
-        clips = list(SyntheticVideo(32, 2, 0, "val", 8))
-        truth_warp = sum(warp_error(c["rgb"].double() / 255, c["flow"], c["valid"]) for c in clips) / 2
+        clips = list(SyntheticVideo(32, 3, 0, "val", 8))  # 3 held-out clips: more than validation's 2
+        assert temporal[0]["clips"] == 3
+        truth_warp = sum(warp_error(c["rgb"].double() / 255, c["flow"], c["valid"]) for c in clips) / 3
         assert temporal[0]["warp_error"] == pytest.approx(truth_warp)
-        assert temporal[0]["cdc"] == pytest.approx(sum(cdc(c["rgb"]) for c in clips) / 2)
+        assert temporal[0]["cdc"] == pytest.approx(sum(cdc(c["rgb"]) for c in clips) / 3)
         assert all(0 <= r["flip_rate"] <= 1 and r["psnr"] < 100 for r in temporal[1:])
         assert "| model | warp_error | cdc | flip_rate |" in (out / "metrics.md").read_text()
