@@ -127,7 +127,7 @@ def model_rows(model, label: str, items: list[dict]) -> list[dict]:
     rows = []
     for suffix, run in runs:
         scores = []
-        for c in items:
+        for c in tqdm(items, desc=f"{label}{suffix}"[-60:], unit="clip", disable=None, leave=False):
             rgb, ab = run(c)
             scores.append(clip_scores(rgb, c, ab))
         rows.append({"model": label + suffix, **mean_scores(scores)})
