@@ -42,6 +42,8 @@ class HintSampling:
     carry_chroma_min: float = 1.0  # training only (video_propagate): carried colours' chroma x U(this, 1)
     carry_blur: float = 0.0  # training only (video_propagate): carried colours blurred, sigma U(0, this) px
     carry_wrong: float = 0.0  # training only (video_propagate): probability of a wrongly coloured square
+    carry_self: float = 0.0  # training only (video_propagate): probability that the carried colours are the
+    # network's own prediction for frame t-1 (hinted with its degraded truth), not the degraded truth
 
     def __post_init__(self):
         if not 0 < self.p <= 1:
@@ -59,6 +61,8 @@ class HintSampling:
                              f"Got {self.carry_chroma_min}")
         if not 0 <= self.carry_wrong <= 1:
             raise ValueError(f"hints.carry_wrong must be a probability in [0, 1]. Got {self.carry_wrong}")
+        if not 0 <= self.carry_self <= 1:
+            raise ValueError(f"hints.carry_self must be a probability in [0, 1]. Got {self.carry_self}")
         if self.carry_blur < 0:
             raise ValueError(f"hints.carry_blur must be >= 0 px (0: no blur). Got {self.carry_blur}")
 

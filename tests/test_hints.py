@@ -196,7 +196,8 @@ def test_sampling_is_reproducible_with_a_generator():
 
 
 def test_bad_sampling_settings_are_refused():
-    for bad in ({"p": 0}, {"patch_min": 0}, {"patch_min": 5, "patch_max": 4}, {"full_reveal": 1.5}):
+    for bad in ({"p": 0}, {"patch_min": 0}, {"patch_min": 5, "patch_max": 4}, {"full_reveal": 1.5},
+                {"drop": -0.1}, {"carry_chroma_min": 2}, {"carry_wrong": 1.5}, {"carry_self": 1.5}, {"carry_blur": -1}):
         with pytest.raises(ValueError, match="hints"):
             HintSampling(**bad)
     assert math.isclose(HintSampling().p, 0.125)

@@ -149,6 +149,12 @@ def test_video_folder_previous_frame_follows_the_moving_bar(clip_folder):
     agree, agree_still = ((x[valid] == bar[valid]).float().mean() for x in (carried, still))
     # (measured 0.976, and 0.897 for frame 4 left where it was; Farneback is blunt inside the flat bar)
     assert agree > 0.95 and 1 - agree < (1 - agree_still) / 2, (float(agree), float(agree_still))
+    # frame t-1 itself and the flow it was carried along, for temporal.weight and hints.carry_self
+    assert torch.equal(item["previous_frame"], val[4]["rgb"]) and torch.equal(first["previous_frame"], first["rgb"])
+    carried = warp(item["previous_frame"][None].float(), item["previous_flow"][None])[0][0] * item["previous_valid"]
+    assert (carried.round() - item["previous"].float()).abs().max() <= 1
+    on_bar = item["previous_flow"][0, BAND:][bar & valid]  # the bar moves 2 px right: the flow back is -2 px in x
+    assert on_bar.numel() > 20 and abs(float(on_bar.median()) + 2) < 0.25
 
 
 def test_video_folder_with_nothing_readable_names_the_folder_and_extensions(tmp_path):
@@ -161,11 +167,12 @@ def test_video_folder_with_nothing_readable_names_the_folder_and_extensions(tmp_
         video_folder_splits(size=32, seed=0, root=str(tmp_path / "v"))
 
 
-def test_fit_on_video_folder_writes_a_checkpoint(clip_folder, tmp_path):
+@pytest.mark.parametrize("experiment", ["video_frame", "video_propagate"])  # propagate: Farneback-carried
+def test_fit_on_video_folder_writes_a_checkpoint(clip_folder, tmp_path, experiment):  # frames, own colours too
     from colorlab.fit import main
 
     run = tmp_path / "run"
-    rc = main(["experiment=video_frame", "data=video_folder", f"data.root={clip_folder}", f"run_dir={run}",
+    rc = main([f"experiment={experiment}", "data=video_folder", f"data.root={clip_folder}", f"run_dir={run}",
                "logger=none", "data.num_workers=0", "data.batch_size=4", "trainer.max_steps=3",
                "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
                f"prior.cache_dir={tmp_path / 'priors'}"])

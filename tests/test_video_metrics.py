@@ -271,17 +271,25 @@ def test_previous_frame_is_carried_along_the_exact_flow():
     assert carried > 0
 
 
-def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides):
+def _propagate_model_and_clip(tiny_overrides, carry_self: float):
+    """video_propagate with its carried colours undegraded, and a batch of the 3 frames of a 16 px clip."""
     from colorlab.config import compose
     from colorlab.data.datamodule import add_lab
     from colorlab.models import build_model, placeholder_prior
     from colorlab.video.data import synthetic_video_splits
 
     cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0", "hints.carry_chroma_min=1",
-                                      "hints.carry_blur=0", "hints.carry_wrong=0"])
-    model = build_model(cfg, placeholder_prior(cfg))
+                                      "hints.carry_blur=0", "hints.carry_wrong=0", f"hints.carry_self={carry_self}"])
     train, _ = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=3, previous=True)
     batch = add_lab(torch.utils.data.default_collate([train[i] for i in range(3)]))
+    return build_model(cfg, placeholder_prior(cfg)), batch
+
+
+def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides):
+    from colorlab.config import compose
+    from colorlab.models import build_model, placeholder_prior
+
+    model, batch = _propagate_model_and_clip(tiny_overrides, carry_self=0)
     seen = {}
     model.loss = lambda out, b: seen.update(b) or out.sum()
     model.log = lambda *a, **k: None
@@ -297,6 +305,25 @@ def test_propagation_training_uses_the_previous_colours_as_hints(tiny_overrides)
     batch.pop("hint_ab"), batch.pop("hint_mask")
     model.training_step(batch, 0)
     assert not seen["hint_mask"].any() and not seen["hint_ab"].any()  # hints.drop=1: no image keeps hints
+
+
+def test_carry_self_carries_the_networks_own_colours_of_the_previous_frame(tiny_overrides):
+    model, batch = _propagate_model_and_clip(tiny_overrides, carry_self=1)
+    # a stand-in network whose colours are its hints with a and b swapped: what frame 1 and 2 are given
+    # shows whose hints went in (frame t-1's truth) and that its output was carried along the motion
+    model.forward = lambda l, embedding=None, hint_ab=None, hint_mask=None: hint_ab.flip(1)
+    model.predict_ab = lambda out, size: out
+    seen = {}
+    model.loss, model.log = lambda out, b: seen.update(b) or out.sum(), lambda *a, **k: None
+    model.training_step(dict(batch), 0)
+    valid = batch["previous_valid"][1:]
+    assert valid.float().mean() > 0.5 and (batch["previous_ab"][1:].flip(1) != batch["previous_ab"][1:]).any()
+    # the reference: frame t-1's colours carried on the data side (numpy, exact flow), then swapped
+    torch.testing.assert_close(seen["hint_ab"][1:], batch["previous_ab"][1:].flip(1) * valid, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen["hint_mask"][1:], valid.float())
+    del batch["l_previous"]
+    with pytest.raises(ValueError, match="data.previous=true"):
+        model.training_step(dict(batch), 0)
 
 
 def test_carried_colours_are_weakened_and_softened_as_configured():

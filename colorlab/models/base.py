@@ -164,6 +164,9 @@ class Colorizer(pl.LightningModule):
             if "previous_ab" in batch:  # video_propagate: frames with a previous one get its colours as hints
                 carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
                 previous = degrade_carried(batch["previous_ab"], batch["previous_valid"], self.hint_sampling)
+                if self.hint_sampling.carry_self > 0:
+                    own = torch.rand(previous.shape[0], 1, 1, 1, device=previous.device) < self.hint_sampling.carry_self
+                    previous = torch.where(own, self.own_carried(batch), previous)
                 batch["hint_ab"] = torch.where(carried, previous, batch["hint_ab"])
                 batch["hint_mask"] = torch.where(carried, batch["previous_valid"].float(), batch["hint_mask"])
             if self.hint_sampling.drop > 0:  # images with no hints keep the network a colorizer on its own
@@ -178,6 +181,23 @@ class Colorizer(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
 
+    @torch.no_grad()
+    def own_carried(self, batch: dict) -> Tensor:
+        """The network's own colours for frame t-1, hinted with frame t-1's degraded truth (as if carried
+        from t-2), carried onto frame t along the data's flow (exact on synthetic clips, Farneback on
+        video_folder's): ab_norm (B, 2, H, W), zero where not visible.
+        ``hints.carry_self``: at inference the carried colours are the network's output, with its own
+        errors, which degrading the truth only imitates."""
+        if "l_previous" not in batch or "previous_flow" not in batch:
+            raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1 and its flow: "
+                             "data.previous=true (data=synthetic_video or video_folder)")
+        from colorlab.video.flow import warp
+
+        full = torch.ones_like(batch["l_previous"])
+        hint = degrade_carried(batch["ab_previous"], full, self.hint_sampling)
+        ab = self.predict_ab(self(batch["l_previous"], None, hint, full), batch["l"].shape[-2:])
+        return warp(ab, batch["previous_flow"])[0] * batch["previous_valid"]
+
     def temporal_loss(self, out: Tensor, batch: dict) -> Tensor:
         """Lai et al. 2018's short-term temporal loss on ab: the mean L1 distance (normalised ab, summed
         over a and b) between this frame's prediction and the prediction for frame t-1 carried onto it
@@ -185,7 +205,7 @@ class Colorizer(pl.LightningModule):
         gradient), as the previous output is in recurrent training."""
         if "previous_flow" not in batch:
             raise ValueError("temporal.weight > 0 needs frames that carry their previous frame and its flow: "
-                             "data=synthetic_video data.previous=true")
+                             "data.previous=true (data=synthetic_video or video_folder)")
         from colorlab.video.flow import warp
 
         size = batch["l"].shape[-2:]

@@ -17,7 +17,10 @@ that is the same for the whole window (training: a random position and horizonta
 backward Farneback flow of the two cropped frames, and ``previous_valid`` (1, size, size), the
 pixels whose flow passes the forward-backward consistency check (the same estimate that
 ``colorlab.video.evaluate.propagate_clip`` uses at inference; computed in the data worker, a few ms
-at 32 px). The window's first frame has no previous (all zeros, nothing valid): it is the key frame.
+at 32 px), and, as synthetic_video's items, ``previous_frame`` (frame t-1 itself), its stack
+``previous_context`` and ``previous_flow`` (2, size, size), that flow from frame t back to t-1 (for
+``temporal.weight`` and ``hints.carry_self``). The window's first frame has no previous (all zeros,
+nothing valid): it is the key frame.
 
 Decoding: an item seeks to the keyframe at or before the first frame it needs and decodes forward to
 the last; nothing is cached. Long keyframe intervals (x264's default is 250) make that slow: for
@@ -159,15 +162,17 @@ def _crop(frame: np.ndarray, size: int, top: int, left: int, flip: bool) -> np.n
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
-def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame t-1 (H, W, 3) uint8 carried onto frame t's grid along their backward Farneback flow: uint8
-    (H, W, 3), zero where the flow fails the forward-backward check, and that mask bool (H, W)."""
+    (H, W, 3), zero where the flow fails the forward-backward check, that mask bool (H, W), and the
+    flow float32 (2, H, W) (pixel offsets from frame t to t-1)."""
     from colorlab.video.flow import estimated_flows, warp
 
     pair = torch.from_numpy(np.stack([previous, current])).permute(0, 3, 1, 2)
     back, valid = estimated_flows(pair)[0]  # (2, H, W) from t to t-1, (1, H, W)
     warped = warp(pair[:1].float(), back[None].float())[0][0] * valid
-    return warped.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy(), valid[0].numpy()
+    return (warped.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy(), valid[0].numpy(),
+            back.float().numpy())
 
 
 class VideoWindows(Dataset):
@@ -211,8 +216,8 @@ class VideoWindows(Dataset):
         f, start = self.windows[window]
         half = self.stack // 2
         needed = {min(max(u, 0), self.frames - 1) for u in range(t - half, t + half + 1)}
-        if self.previous and t > 0:
-            needed.add(t - 1)
+        if self.previous and t > 0:  # frame t-1 and its stack
+            needed |= {min(max(u, 0), self.frames - 1) for u in range(t - 1 - half, t + half)}
         video = self.videos[f]
         decoded = decode_frames(video, start + min(needed), start + max(needed), self.size)
         place = self._placement(window, video)
@@ -239,10 +244,15 @@ class VideoWindows(Dataset):
         if self.previous:
             if t == 0:
                 prev, valid = np.zeros_like(frames[t]), np.zeros((self.size, self.size), bool)
+                back = np.zeros((2, self.size, self.size), np.float32)
             else:
-                prev, valid = carry_previous(frames[t - 1], frames[t])
+                prev, valid, back = carry_previous(frames[t - 1], frames[t])
             out["previous"] = torch.from_numpy(prev).permute(2, 0, 1).contiguous()
             out["previous_valid"] = torch.from_numpy(valid)[None]
+            out["previous_flow"] = torch.from_numpy(back)
+            out["previous_frame"] = torch.from_numpy(frames[max(t - 1, 0)]).permute(2, 0, 1).contiguous()
+            if self.stack > 1:
+                out["previous_context"] = centred_stack(frames, t - 1, self.stack, self.frames)
         return out
 
 
