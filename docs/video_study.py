@@ -53,7 +53,7 @@ def targets(ratios_: list[dict]) -> list[str]:
         if "key frame" in r["model"]:
             check, ok = f"key colour kept {100 * r['key']:.1f}% (>= 90%)", r["key"] >= 0.9
         else:
-            check = (f"warp {r['warp']:.2f}x (<= 0.5), flips {r['flips']:.2f}x (<= 0.2), "
+            check = (f"warp {r['warp']:.3f}x (<= 0.5), flips {r['flips']:.3f}x (<= 0.2), "
                      f"PSNR {r['psnr']:+.2f} dB (>= -0.5)")
             ok = r["warp"] <= 0.5 and r["flips"] <= 0.2 and r["psnr"] >= -0.5
         lines.append(f"- {r['model']}: {check}: {'PASS' if ok else 'FAIL'}")
@@ -130,7 +130,7 @@ def main() -> None:
 def fmt(r: dict) -> str:
     if "key frame" in r["model"]:
         return f"{100 * r['key']:.1f}% kept"
-    return f"{r['warp']:.2f}x / {r['flips']:.2f}x / {r['psnr']:+.2f} dB"
+    return f"{r['warp']:.3f}x / {r['flips']:.3f}x / {r['psnr']:+.2f} dB"
 
 
 if __name__ == "__main__":

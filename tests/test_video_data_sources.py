@@ -133,6 +133,9 @@ def test_video_folder_windows_are_consecutive_frames_split_by_file(clip_folder):
             assert torch.equal(items[0]["context"][0], items[0]["rgb"])
     again, _ = video_folder_splits(size=32, seed=0, root=str(clip_folder), frames=8, stack=3)
     assert torch.equal(again[5]["rgb"], train[5]["rgb"])  # the training crop depends on (seed, window) only
+    carrying, _ = video_folder_splits(size=32, seed=0, root=str(clip_folder), frames=8, stack=3, previous=True)
+    for t in (1, 5):  # frame t-1's stack, for stack models' carry_self and temporal loss
+        assert torch.equal(carrying[t]["previous_context"], again[max(t - 1, 0)]["context"])
 
 
 def test_video_folder_previous_frame_follows_the_moving_bar(clip_folder):

@@ -318,10 +318,11 @@ def test_carry_self_carries_the_networks_own_colours_of_the_previous_frame(tiny_
     model.training_step(dict(batch), 0)
     valid = batch["previous_valid"][1:]
     assert valid.float().mean() > 0.5 and (batch["previous_ab"][1:].flip(1) != batch["previous_ab"][1:]).any()
+    assert batch["previous_flow"][1:].abs().amax() >= 1  # shapes move, so carrying is not the identity
     # the reference: frame t-1's colours carried on the data side (numpy, exact flow), then swapped
     torch.testing.assert_close(seen["hint_ab"][1:], batch["previous_ab"][1:].flip(1) * valid, atol=1e-5, rtol=0)
     torch.testing.assert_close(seen["hint_mask"][1:], valid.float())
-    del batch["l_previous"]
+    del batch["previous_ab"]  # data.previous=false: nothing to carry
     with pytest.raises(ValueError, match="data.previous=true"):
         model.training_step(dict(batch), 0)
 

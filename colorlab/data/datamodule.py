@@ -89,7 +89,7 @@ def add_lab(batch: dict) -> dict:
         batch["l_stack"] = _stack_l(batch["context"])
     if "previous" in batch:  # data.previous (issue 13): frame t-1's ab carried along the flow (B, 2, H, W)
         batch["previous_ab"] = normalize_lab(uint8_to_lab(batch.pop("previous")))[1] * batch["previous_valid"]
-    if "previous_frame" in batch:  # the temporal loss's input for frame t-1: (B, 1, H, W) or its stack
+    if "previous_frame" in batch:  # frame t-1's L and ab (B, 1 | 2, H, W): the temporal loss, hints.carry_self
         batch["l_previous"], batch["ab_previous"] = normalize_lab(uint8_to_lab(batch.pop("previous_frame")))
     if "previous_context" in batch:
         batch["l_stack_previous"] = _stack_l(batch.pop("previous_context"))

@@ -161,6 +161,9 @@ class Colorizer(pl.LightningModule):
             return None
         if self.hint_sampling is not None and "hint_ab" not in batch:
             batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], self.hint_sampling)
+            if self.hint_sampling.carry_self > 0 and "previous_ab" not in batch:
+                raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1: data.previous=true "
+                                 "(data=synthetic_video or video_folder)")
             if "previous_ab" in batch:  # video_propagate: frames with a previous one get its colours as hints
                 carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
                 previous = degrade_carried(batch["previous_ab"], batch["previous_valid"], self.hint_sampling)
@@ -183,11 +186,12 @@ class Colorizer(pl.LightningModule):
 
     @torch.no_grad()
     def own_carried(self, batch: dict) -> Tensor:
-        """The network's own colours for frame t-1, hinted with frame t-1's degraded truth (as if carried
-        from t-2), carried onto frame t along the data's flow (exact on synthetic clips, Farneback on
-        video_folder's): ab_norm (B, 2, H, W), zero where not visible.
-        ``hints.carry_self``: at inference the carried colours are the network's output, with its own
-        errors, which degrading the truth only imitates."""
+        """The network's own colours for frame t-1, hinted with frame t-1's degraded truth on every pixel
+        (a stand-in for colours carried from t-2, without their disoccluded holes), carried onto frame t
+        along the data's flow (exact on synthetic clips, Farneback on video_folder's): ab_norm
+        (B, 2, H, W), zero where not visible. ``hints.carry_self``: at inference the carried colours are
+        the network's output, with its own errors, which degrading the truth only imitates. The network
+        runs in training mode here (BatchNorm on batch statistics), as in the temporal loss."""
         if "l_previous" not in batch or "previous_flow" not in batch:
             raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1 and its flow: "
                              "data.previous=true (data=synthetic_video or video_folder)")
@@ -195,7 +199,8 @@ class Colorizer(pl.LightningModule):
 
         full = torch.ones_like(batch["l_previous"])
         hint = degrade_carried(batch["ab_previous"], full, self.hint_sampling)
-        ab = self.predict_ab(self(batch["l_previous"], None, hint, full), batch["l"].shape[-2:])
+        l_in = batch.get("l_stack_previous", batch["l_previous"])  # frame t-1's stack for stack models
+        ab = self.predict_ab(self(l_in, None, hint, full), batch["l"].shape[-2:])
         return warp(ab, batch["previous_flow"])[0] * batch["previous_valid"]
 
     def temporal_loss(self, out: Tensor, batch: dict) -> Tensor:

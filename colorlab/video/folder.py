@@ -179,7 +179,9 @@ class VideoWindows(Dataset):
     """The frames of windows of ``frames`` consecutive frames of ``videos``, one item per frame (see the
     module docstring): uint8 ``rgb`` (3, size, size), ``index``, ``item``, ``window``, ``frame`` (the
     index in its file), ``decode_failed`` (-1, or the file that failed and was replaced); optionally
-    ``context`` (stack, 3, size, size), ``previous`` (3, size, size) and ``previous_valid`` (1, size, size)."""
+    ``context`` (stack, 3, size, size); with ``previous`` also ``previous`` (3, size, size),
+    ``previous_valid`` (1, size, size), ``previous_frame`` (3, size, size), ``previous_flow`` (2, size, size)
+    and, with ``context``, ``previous_context``."""
 
     def __init__(self, videos: list[VideoFile], size: int, frames: int, train: bool, seed: int = 0,
                  stack: int = 1, previous: bool = False, skipped: Counter | None = None):
