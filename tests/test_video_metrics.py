@@ -327,6 +327,26 @@ def test_carry_self_carries_the_networks_own_colours_of_the_previous_frame(tiny_
         model.training_step(dict(batch), 0)
 
 
+def test_own_carried_colours_are_the_eval_mode_prediction_and_leave_batchnorm_alone(tiny_overrides):
+    from colorlab.video.data import carry_back
+
+    model, batch = _propagate_model_and_clip(tiny_overrides, carry_self=1)
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert stats
+    own = model.own_carried(batch)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    model.eval()  # the reference: the network as at inference, carried on the data side (numpy)
+    with torch.no_grad():
+        ab = model.predict_ab(model(batch["l_previous"], None, batch["ab_previous"], torch.ones_like(batch["l"])),
+                              (16, 16))
+    for t in (1, 2):
+        back = batch["previous_flow"][t].numpy()
+        valid = batch["previous_valid"][t, 0].numpy()
+        expected = carry_back(ab[t].permute(1, 2, 0).numpy(), back, valid)
+        torch.testing.assert_close(own[t], torch.from_numpy(expected).permute(2, 0, 1), atol=1e-5, rtol=0)
+
+
 def test_carried_colours_are_weakened_and_softened_as_configured():
     from scipy.ndimage import gaussian_filter
 

@@ -191,7 +191,8 @@ class Colorizer(pl.LightningModule):
         along the data's flow (exact on synthetic clips, Farneback on video_folder's): ab_norm
         (B, 2, H, W), zero where not visible. ``hints.carry_self``: at inference the carried colours are
         the network's output, with its own errors, which degrading the truth only imitates. The network
-        runs in training mode here (BatchNorm on batch statistics), as in the temporal loss."""
+        runs in eval mode here, as at inference: BatchNorm on its running statistics, which this pass,
+        all of whose pixels are hinted, leaves unchanged."""
         if "l_previous" not in batch or "previous_flow" not in batch:
             raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1 and its flow: "
                              "data.previous=true (data=synthetic_video or video_folder)")
@@ -200,7 +201,12 @@ class Colorizer(pl.LightningModule):
         full = torch.ones_like(batch["l_previous"])
         hint = degrade_carried(batch["ab_previous"], full, self.hint_sampling)
         l_in = batch.get("l_stack_previous", batch["l_previous"])  # frame t-1's stack for stack models
-        ab = self.predict_ab(self(l_in, None, hint, full), batch["l"].shape[-2:])
+        training = self.training
+        self.eval()
+        try:
+            ab = self.predict_ab(self(l_in, None, hint, full), batch["l"].shape[-2:])
+        finally:
+            self.train(training)
         return warp(ab, batch["previous_flow"])[0] * batch["previous_valid"]
 
     def temporal_loss(self, out: Tensor, batch: dict) -> Tensor:
