@@ -193,9 +193,6 @@ class Colorizer(pl.LightningModule):
         the network's output, with its own errors, which degrading the truth only imitates. The network
         runs in eval mode here, as at inference: BatchNorm on its running statistics, which this pass,
         all of whose pixels are hinted, leaves unchanged."""
-        if "l_previous" not in batch or "previous_flow" not in batch:
-            raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1 and its flow: "
-                             "data.previous=true (data=synthetic_video or video_folder)")
         from colorlab.video.flow import warp
 
         full = torch.ones_like(batch["l_previous"])

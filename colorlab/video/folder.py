@@ -217,9 +217,8 @@ class VideoWindows(Dataset):
         """The cropped frames (window positions -> uint8 (size, size, 3)) that frame t of a window needs."""
         f, start = self.windows[window]
         half = self.stack // 2
-        needed = {min(max(u, 0), self.frames - 1) for u in range(t - half, t + half + 1)}
-        if self.previous and t > 0:  # frame t-1 and its stack
-            needed |= {min(max(u, 0), self.frames - 1) for u in range(t - 1 - half, t + half)}
+        first = t - half - (1 if self.previous and t > 0 else 0)  # also frame t-1's stack
+        needed = {min(max(u, 0), self.frames - 1) for u in range(first, t + half + 1)}
         video = self.videos[f]
         decoded = decode_frames(video, start + min(needed), start + max(needed), self.size)
         place = self._placement(window, video)
