@@ -17,9 +17,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from colorlab.color import denormalize_lab
-from colorlab.config import ConfigError, usage_exit_code
-from colorlab.data import ColorDataModule, add_lab
-from colorlab.embed import attach_embeddings
+from colorlab.config import ConfigError, override, usage_exit_code
+from colorlab.data import DeviceBatches, validation_data
 from colorlab.metrics import ColorMetrics
 from colorlab.models import load_colorizer
 from colorlab.viz import labelled_grid, save_png
@@ -33,27 +32,27 @@ def predict_lab(model, batch: dict) -> torch.Tensor:
 
 
 def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None) -> dict:
-    models = [load_colorizer(path) for path in checkpoints]
-    cfg = OmegaConf.create(models[0].config)
-    if data_overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(data_overrides))
-    datamodule = ColorDataModule(seed=cfg.seed, **{**OmegaConf.to_container(cfg.data), "num_workers": 0})
-    datamodule.setup("validate")
-    attach_embeddings(datamodule, cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = [load_colorizer(path, device) for path in checkpoints]
+    # the first checkpoint's data (checked overrides on top) for every model; each its own embeddings
+    data = override(OmegaConf.create(models[0].config), data_overrides or []).data
     rows, grid_lab = {}, None
     names = [m.config["experiment"] for m in models]
     for name, model in zip(names, models, strict=True):
-        metrics = ColorMetrics(model.val_metrics.auc.prior)  # its training prior: auc_rebalanced
-        for i, batch in enumerate(tqdm(datamodule.val_dataloader(), desc=name, disable=None)):
-            batch = add_lab(batch)
+        cfg = override(OmegaConf.create(model.config), [])
+        cfg.data = data
+        datamodule = validation_data(cfg)
+        metrics = ColorMetrics(model.val_metrics.auc.prior).to(device)  # its training prior: auc_rebalanced
+        batches = DeviceBatches(datamodule, device)
+        for i, batch in enumerate(tqdm(batches, desc=name, disable=None)):
             lab_pred = predict_lab(model, batch)
             lab_true = denormalize_lab(batch["l"], batch["ab"])
             metrics.update(lab_pred, lab_true, batch.get("bimodal"))
             if i == 0:
                 if grid_lab is None:  # the same images for every checkpoint
                     gray = torch.cat([lab_true[:n, :1], torch.zeros_like(lab_true[:n, 1:])], dim=1)
-                    grid_lab = {"gray": gray, "ground truth": lab_true[:n]}
-                grid_lab[name] = lab_pred[:n]
+                    grid_lab = {"gray": gray.cpu(), "ground truth": lab_true[:n].cpu()}
+                grid_lab[name] = lab_pred[:n].cpu()
         rows[name] = {k.removeprefix("val/"): float(v) for k, v in metrics.compute().items()}
     columns = [("gray", grid_lab["gray"])] + [(name, grid_lab[name]) for name in names]
     columns.append(("ground truth", grid_lab["ground truth"]))

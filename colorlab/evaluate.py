@@ -73,12 +73,9 @@ def evaluate(model, cfg: DictConfig) -> dict:
 
     Also returns the first batch's Lab predictions per decoding under '_samples' for the figures.
     """
-    from colorlab.data import ColorDataModule
-    from colorlab.embed import attach_embeddings
+    from colorlab.data import DeviceBatches, validation_data
 
-    datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
-    datamodule.setup("validate")
-    attach_embeddings(datamodule, cfg)
+    datamodule = validation_data(cfg)
     device = next(model.parameters()).device
     temperatures = list(cfg.evaluate.temperatures) if isinstance(model, BinsColorizer) else []
     if isinstance(model, BinsColorizer) and model.temperature not in temperatures:
@@ -97,9 +94,8 @@ def evaluate(model, cfg: DictConfig) -> dict:
     factories = optional_metrics(cfg)
     extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
     samples: dict[str, torch.Tensor] = {}
-    loader = datamodule.val_dataloader()
-    for i, batch in enumerate(tqdm(loader, desc="evaluate", unit="batch", disable=None)):
-        batch = datamodule.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
+    batches = DeviceBatches(datamodule, device)
+    for i, batch in enumerate(tqdm(batches, desc="evaluate", unit="batch", disable=None)):
         out = model.run_net(batch)  # one forward pass, every temperature decoded from it
         lab_true = denormalize_lab(batch["l"], batch["ab"])
         for name, t in decodings.items():

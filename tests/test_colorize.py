@@ -80,21 +80,56 @@ def ab_at(path, x, y):
     return uint8_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])[0, 1:, y, x]
 
 
-def test_hints_file_pulls_the_colour_at_the_hint_towards_it(hints_checkpoint, tmp_path):
+class CopiesHints(torch.nn.Module):
+    """Stand-in for a hint network whose behaviour is known: ab = the hint's ab where the mask is set,
+    a fixed colour elsewhere; every other output channel (the bins head) zero. Input (B, 4, h, w):
+    L, hint ab, mask."""
+
+    size_multiple = 1
+
+    def __init__(self, out_channels: int, elsewhere=(0.1, 0.2)):
+        super().__init__()
+        self.out_channels, self.elsewhere = out_channels, torch.tensor(elsewhere).view(1, 2, 1, 1)
+
+    def forward(self, x):
+        hint_ab, hint_mask = x[:, 1:3], x[:, 3:4]
+        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[-2:])
+        out[:, :2] = torch.where(hint_mask > 0, hint_ab, self.elsewhere.to(x))
+        return out
+
+
+def test_hints_file_puts_the_hint_colour_at_its_place_and_nowhere_else(hints_checkpoint, tmp_path, monkeypatch):
+    """The hint path from a hints file to the network's input: its position (input pixels -> network
+    pixels), its colour and its patch, checked on a network that copies its hints, so the result does
+    not depend on training (learning to use hints is test_evaluate's hints-protocol test)."""
+    import colorlab.models
+    from colorlab.data.synthetic import BIMODAL_AB
+
+    load = colorlab.models.load_colorizer
+
+    def load_with_stand_in(*args, **kwargs):
+        model = load(*args, **kwargs)
+        with torch.no_grad():
+            channels = model.net(torch.zeros(1, 4, 32, 32)).shape[1]
+        model.net = CopiesHints(channels)
+        return model
+
+    monkeypatch.setattr(colorlab.models, "load_colorizer", load_with_stand_in)
     rgb, (x, y) = scene()
     Image.fromarray(rgb).save(tmp_path / "scene.png")
     source = f"input={tmp_path / 'scene.png'}"
     assert colorize_main([f"ckpt={hints_checkpoint}", source, f"out={tmp_path / 'auto'}"]) == 0
-    before = ab_at(tmp_path / "auto" / "scene.png", x, y)
-    # the diamond is green or magenta at the same lightness: hint the mode the model did not pick
-    target = torch.tensor([48.0, -40.0]) if before[0] < 0 else torch.tensor([-48.0, 40.0])
+    target = torch.tensor(BIMODAL_AB) * 0.6  # a paler green: the full one leaves sRGB at the diamond's L
     (tmp_path / "hints.json").write_text(json.dumps([{"x": x, "y": y, "ab": target.tolist(), "size": 9}]))
     assert colorize_main([f"ckpt={hints_checkpoint}", source, f"out={tmp_path / 'hinted'}",
                           f"hints={tmp_path / 'hints.json'}"]) == 0
-    after = ab_at(tmp_path / "hinted" / "scene.png", x, y)
-    assert (after - target).norm() < 0.5 * (before - target).norm()
-    far = ab_at(tmp_path / "hinted" / "scene.png", 2, 2), ab_at(tmp_path / "auto" / "scene.png", 2, 2)
-    assert (far[0] - far[1]).norm() < 0.2 * (after - before).norm()  # the hint acts locally
+    elsewhere = torch.tensor([11.0, 22.0])  # CopiesHints' colour without hints, x 110
+    assert (ab_at(tmp_path / "auto" / "scene.png", x, y) - elsewhere).norm() < 3  # uint8 rounding
+    assert (ab_at(tmp_path / "hinted" / "scene.png", x, y) - target).norm() < 3
+    # 9 input px = 3 network px at 96 -> 32: 8 px away the colour is the stand-in's own again
+    for dx, dy in ((8, 0), (-8, 0), (0, 8), (0, -8)):
+        assert (ab_at(tmp_path / "hinted" / "scene.png", x + dx, y + dy) - elsewhere).norm() < 3
+    assert (ab_at(tmp_path / "hinted" / "scene.png", 2, 2) - elsewhere).norm() < 3
 
 
 def test_hint_errors_are_clear(checkpoint, hints_checkpoint, tmp_path, capsys):

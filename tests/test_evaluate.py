@@ -58,19 +58,25 @@ def test_fid_and_lpips_are_skipped_with_one_line_each_without_weights(bins_run, 
 
 
 def test_hints_protocol_shows_learning_on_held_out_scenes(hints_checkpoint, tmp_path, capsys):
-    """PSNR against random ground-truth hints: a trained hint model is better with hints on unseen scenes."""
+    """PSNR against random ground-truth hints: a trained hint model is better with hints on unseen scenes.
+
+    Margins, measured with the fixture's recipe (4 epochs) on seeds 0, 1 and 2 on one 2-core AVX-512
+    CPU: 200 hints gain 2.72 / 1.51 / 2.56 dB and bring the ab error to 0.79 / 0.89 / 0.78x that of
+    no hints (10 hints: 0.57 / 0.18 / 0.47 dB and 0.96 / 0.99 / 0.96x, inside the run-to-run drift
+    between CPUs, so not asserted). Asserted: > 0.5 dB (a third of the smallest gain) and < 0.95x.
+    """
     out = tmp_path / "ev"
-    assert evaluate_main([f"ckpt={hints_checkpoint}", "evaluate.hints=[0,2,10]", "evaluate.hint_patch=3",
+    assert evaluate_main([f"ckpt={hints_checkpoint}", "evaluate.hints=[0,2,200]", "evaluate.hint_patch=3",
                           "evaluate.fid=false", "evaluate.lpips=false", f"out={out}"]) == 0
     report = json.loads((out / "metrics.json").read_text())
     rows = report["hints"]["by_count"]
-    assert report["hints"]["patch"] == 3 and list(rows) == ["0", "2", "10"]
-    assert rows["10"]["psnr"] > rows["0"]["psnr"] + 0.3
-    assert rows["10"]["ab_error"] < 0.95 * rows["0"]["ab_error"]
+    assert report["hints"]["patch"] == 3 and list(rows) == ["0", "2", "200"]
+    assert rows["200"]["psnr"] > rows["0"]["psnr"] + 0.5
+    assert rows["200"]["ab_error"] < 0.95 * rows["0"]["ab_error"]
     # 0 hints is exactly the automatic colourization of the main table
     assert rows["0"]["psnr"] == pytest.approx(report["results"]["default"]["psnr"], rel=1e-6)
     assert (out / "hints.png").stat().st_size > 0 and (out / "hints_samples.png").stat().st_size > 0
-    assert "| 10 |" in (out / "metrics.md").read_text()
+    assert "| 200 |" in (out / "metrics.md").read_text()
 
 
 def test_hints_protocol_needs_a_hint_model(bins_run, capsys):

@@ -169,3 +169,36 @@ class ColorDataModule(pl.LightningDataModule):
                 self.gray_dropped += int((~keep).sum())
                 batch = {k: v[keep] for k, v in batch.items()}
         return batch
+
+
+def validation_data(cfg, num_workers: int | None = None) -> ColorDataModule:
+    """The validation split that ``cfg`` (a run's or checkpoint's config) describes, set up, with the
+    global embedding tables attached when ``cfg.embed.enabled``: what every command that reads a
+    checkpoint's held-out data starts from (evaluate, compare, study create)."""
+    from omegaconf import OmegaConf
+
+    from colorlab.embed import attach_embeddings
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if num_workers is not None:
+        data["num_workers"] = num_workers
+    datamodule = ColorDataModule(seed=cfg.seed, **data)
+    datamodule.setup("validate")
+    attach_embeddings(datamodule, cfg)
+    return datamodule
+
+
+class DeviceBatches:
+    """Validation batches on ``device`` as a model receives them: the batch schema of
+    ``ColorDataModule`` after ``on_after_batch_transfer`` (``l``, ``ab``, and ``embedding``, the
+    video keys, ``bimodal`` where the source has them). Sized, for progress bars."""
+
+    def __init__(self, datamodule: ColorDataModule, device: torch.device | str):
+        self.datamodule, self.device, self.loader = datamodule, device, datamodule.val_dataloader()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.datamodule.on_after_batch_transfer({k: v.to(self.device) for k, v in batch.items()}, 0)

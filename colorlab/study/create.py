@@ -48,23 +48,19 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
 
     from colorlab.color import lab_to_uint8
     from colorlab.compare import predict_lab
-    from colorlab.data import ColorDataModule, add_lab
-    from colorlab.embed import attach_embeddings
+    from colorlab.data import DeviceBatches, validation_data
 
-    datamodule = ColorDataModule(seed=cfg.seed, **{**OmegaConf.to_container(cfg.data), "num_workers": 0})
-    datamodule.setup("validate")
-    available = len(datamodule.val_set)
-    if available < n_images:
-        raise ValueError(f"the validation split has {available} images and the study needs n_images={n_images}; "
-                         "lower n_images (or practice/trials) or raise data.val_size")
     images: dict[str, list] = {"real": []}
     for name, model in zip(names, models, strict=True):
         model_cfg = OmegaConf.merge(OmegaConf.create(model.config), {"data": cfg.data})
-        attach_embeddings(datamodule, model_cfg)  # for fusion models; a no-op otherwise
+        datamodule = validation_data(model_cfg, num_workers=0)  # with its embeddings, for fusion models
+        available = len(datamodule.val_set)
+        if available < n_images:
+            raise ValueError(f"the validation split has {available} images and the study needs n_images={n_images}; "
+                             "lower n_images (or practice/trials) or raise data.val_size")
         images[name] = []
         with tqdm(total=n_images, desc=f"colourizing with {name}", disable=None) as bar:
-            for batch in datamodule.val_dataloader():
-                batch = add_lab(batch)
+            for batch in DeviceBatches(datamodule, "cpu"):
                 fake = lab_to_uint8(predict_lab(model, batch)).permute(0, 2, 3, 1).numpy()
                 take = min(len(fake), n_images - len(images[name]))
                 images[name] += list(fake[:take])
@@ -73,7 +69,6 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
                 bar.update(take)
                 if len(images[name]) == n_images:
                     break
-        datamodule.embeddings.clear()
     return images
 
 
