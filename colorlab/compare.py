@@ -24,13 +24,6 @@ from colorlab.models import load_colorizer
 from colorlab.viz import labelled_grid, save_png
 
 
-@torch.no_grad()
-def predict_lab(model, batch: dict) -> torch.Tensor:
-    """Lab (B, 3, H, W) prediction of a model for a batch carrying ``l``."""
-    out = model.run_net(batch)
-    return denormalize_lab(batch["l"], model.predict_ab(out, batch["l"].shape[-2:]))
-
-
 def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [load_colorizer(path, device) for path in checkpoints]
@@ -45,7 +38,7 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
         metrics = ColorMetrics(model.val_metrics.auc.prior).to(device)  # its training prior: auc_rebalanced
         batches = DeviceBatches(datamodule, device)
         for i, batch in enumerate(tqdm(batches, desc=name, disable=None)):
-            lab_pred = predict_lab(model, batch)
+            lab_pred = model.predict_lab(batch)
             lab_true = denormalize_lab(batch["l"], batch["ab"])
             metrics.update(lab_pred, lab_true, batch.get("bimodal"))
             if i == 0:

@@ -137,7 +137,7 @@ def temporal_rows(model, cfg: DictConfig) -> list[dict]:
     """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole (issue 13). Any
     number: the validation split's clips are generated per index, all of them held out from training,
     not only the ``data.val_size`` that validation uses."""
-    from colorlab.video.data import SyntheticVideo
+    from colorlab.data.video_synthetic import SyntheticVideo
     from colorlab.video.evaluate import model_rows, truth_row
 
     d = cfg.data

@@ -20,7 +20,27 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from colorlab.color import lab_to_uint8
-from colorlab.prior import kmeans
+
+
+def kmeans(x: Tensor, k: int, iterations: int = 50, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means with k-means++ initialisation: x (N, D) -> (centroids (k, D), labels (N,))."""
+    if not 1 <= k <= len(x):
+        raise ValueError(f"k must be in [1, {len(x)}] (the number of points to cluster). Got {k}")
+    gen = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randint(len(x), (1,), generator=gen)]
+    for _ in range(k - 1):
+        d2 = torch.cdist(x, centroids).pow(2).min(dim=1).values
+        centroids = torch.cat([centroids, x[torch.multinomial(d2 + 1e-12, 1, generator=gen)]])
+    for _ in range(iterations):
+        labels = torch.cdist(x, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        sizes = torch.bincount(labels, minlength=k)[:, None]
+        new = torch.where(sizes > 0, sums / sizes.clamp_min(1), centroids)  # an empty cluster keeps its centroid
+        if torch.allclose(new, centroids):
+            break
+        centroids = new
+    return centroids, labels
+
 
 
 def _entries(lab: Tensor, labels: Tensor, k: int) -> list[dict]:

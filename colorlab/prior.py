@@ -24,6 +24,7 @@ from colorlab.bins import bin_counts, gamut_centers, rebalance_weights, smooth_p
 from colorlab.color import AB_NORM, is_gray
 from colorlab.data.datamodule import data_identity
 from colorlab.io import atomic_save
+from colorlab.palette import kmeans
 
 CACHE_VERSION = 2  # 2: per-image histograms cached too
 
@@ -151,26 +152,6 @@ def draw_prior_figure(centers: Tensor, counts: Tensor, sigma: float, lam: float,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def kmeans(x: Tensor, k: int, iterations: int = 50, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means with k-means++ initialisation: x (N, D) -> (centroids (k, D), labels (N,))."""
-    if not 1 <= k <= len(x):
-        raise ValueError(f"k must be in [1, {len(x)}] (the number of points to cluster). Got {k}")
-    gen = torch.Generator().manual_seed(seed)
-    centroids = x[torch.randint(len(x), (1,), generator=gen)]
-    for _ in range(k - 1):
-        d2 = torch.cdist(x, centroids).pow(2).min(dim=1).values
-        centroids = torch.cat([centroids, x[torch.multinomial(d2 + 1e-12, 1, generator=gen)]])
-    for _ in range(iterations):
-        labels = torch.cdist(x, centroids).argmin(dim=1)
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        sizes = torch.bincount(labels, minlength=k)[:, None]
-        new = torch.where(sizes > 0, sums / sizes.clamp_min(1), centroids)  # an empty cluster keeps its centroid
-        if torch.allclose(new, centroids):
-            break
-        centroids = new
-    return centroids, labels
 
 
 def draw_cluster_figure(histograms: Tensor, centers: Tensor, k: int, path: Path, seed: int = 0,

@@ -12,7 +12,8 @@ from colorlab.color import AB_NORM
 from colorlab.config import compose
 from colorlab.fit import train
 from colorlab.models import build_model, load_colorizer
-from colorlab.prior import kmeans, load_or_compute_prior
+from colorlab.palette import kmeans
+from colorlab.prior import load_or_compute_prior
 from colorlab.prior import main as prior_main
 
 

@@ -109,8 +109,8 @@ def test_key_frame_hints_file(tmp_path, untrained_video):
 def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrained_video):
     import json
 
+    from colorlab.data.video_synthetic import SyntheticVideo
     from colorlab.evaluate import main as evaluate_main
-    from colorlab.video.data import SyntheticVideo
     from colorlab.video.metrics import cdc, warp_error
 
     for name, rows in (("video_frame", 1), ("video_propagate", 4)):

@@ -1,5 +1,5 @@
 """Issue 13's real-content video sources: photo clips with exact flow (colorlab/video/photo_clips.py) and
-data=video_folder (colorlab/video/folder.py), on clips generated here."""
+data=video_folder (colorlab/data/video_folder.py), on clips generated here."""
 
 import json
 from fractions import Fraction
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from colorlab.flow import warp
 from colorlab.video.__main__ import write_clip
-from colorlab.video.flow import warp
 from colorlab.video.metrics import warp_error
 from colorlab.video.photo_clips import photo_clip_set
 
@@ -112,7 +112,7 @@ def clip_folder(tmp_path_factory):
 
 
 def test_video_folder_windows_are_consecutive_frames_split_by_file(clip_folder):
-    from colorlab.video.folder import video_folder_splits
+    from colorlab.data.video_folder import video_folder_splits
 
     with pytest.warns(UserWarning, match="1 unreadable video"):
         train, val = video_folder_splits(size=32, seed=0, root=str(clip_folder), frames=8, stack=3)
@@ -139,7 +139,7 @@ def test_video_folder_windows_are_consecutive_frames_split_by_file(clip_folder):
 
 
 def test_video_folder_previous_frame_follows_the_moving_bar(clip_folder):
-    from colorlab.video.folder import video_folder_splits
+    from colorlab.data.video_folder import video_folder_splits
 
     _, val = video_folder_splits(size=40, seed=0, root=str(clip_folder), frames=8, previous=True)
     first, item = val[0], val[5]
@@ -161,7 +161,7 @@ def test_video_folder_previous_frame_follows_the_moving_bar(clip_folder):
 
 
 def test_video_folder_with_nothing_readable_names_the_folder_and_extensions(tmp_path):
-    from colorlab.video.folder import video_folder_splits
+    from colorlab.data.video_folder import video_folder_splits
 
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "a.mp4").write_bytes(b"\x00" * 500)
@@ -188,7 +188,7 @@ def test_fit_on_video_folder_writes_a_checkpoint(clip_folder, tmp_path, experime
 def test_a_file_that_fails_to_decode_later_is_replaced_and_reported(clip_folder, tmp_path):
     import shutil
 
-    from colorlab.video.folder import video_folder_splits
+    from colorlab.data.video_folder import video_folder_splits
 
     root = tmp_path / "copy"
     shutil.copytree(clip_folder, root)

@@ -6,8 +6,8 @@ import torch
 from skimage.color import lab2rgb
 
 from colorlab.data.synthetic import BIMODAL_AB
-from colorlab.video.data import SyntheticVideo, render_clip
-from colorlab.video.flow import farneback, warp
+from colorlab.data.video_synthetic import SyntheticVideo, render_clip
+from colorlab.flow import farneback, warp
 from colorlab.video.metrics import cdc, mode_flip_rate, warp_error
 
 
@@ -140,7 +140,7 @@ def test_warp_with_farneback_flow_aligns_a_shifted_texture():
 def test_frames_source_renders_the_clip_frames_and_their_stacks():
     from colorlab.config import compose
     from colorlab.data.datamodule import ColorDataModule
-    from colorlab.video.data import synthetic_video_splits
+    from colorlab.data.video_synthetic import synthetic_video_splits
 
     train, val = synthetic_video_splits(size=32, seed=2, train_size=3, val_size=2, frames=5, stack=3)
     whole = SyntheticVideo(32, 2, seed=2, split="val", frames=5)[1]
@@ -160,7 +160,7 @@ def test_frames_source_renders_the_clip_frames_and_their_stacks():
 
 def test_stack_batches_carry_the_l_of_each_context_frame():
     from colorlab.data.datamodule import add_lab
-    from colorlab.video.data import synthetic_video_splits
+    from colorlab.data.video_synthetic import synthetic_video_splits
 
     _, val = synthetic_video_splits(size=16, seed=0, train_size=1, val_size=1, frames=4, stack=3)
     batch = torch.utils.data.default_collate([val[i] for i in range(4)])
@@ -247,7 +247,7 @@ def test_propagation_from_a_partial_key_frame_keeps_the_rest_unhinted():
 
 
 def test_previous_frame_is_carried_along_the_exact_flow():
-    from colorlab.video.data import SyntheticVideoFrames
+    from colorlab.data.video_synthetic import SyntheticVideoFrames
 
     clips = SyntheticVideo(32, 3, seed=4, split="train", frames=4, noise=0.0)
     frames = SyntheticVideoFrames(clips, previous=True)
@@ -275,8 +275,8 @@ def _propagate_model_and_clip(tiny_overrides, carry_self: float):
     """video_propagate with its carried colours undegraded, and a batch of the 3 frames of a 16 px clip."""
     from colorlab.config import compose
     from colorlab.data.datamodule import add_lab
+    from colorlab.data.video_synthetic import synthetic_video_splits
     from colorlab.models import build_model, placeholder_prior
-    from colorlab.video.data import synthetic_video_splits
 
     cfg = compose("video_propagate", [*tiny_overrides, "data.size=16", "hints.drop=0", "hints.carry_chroma_min=1",
                                       "hints.carry_blur=0", "hints.carry_wrong=0", f"hints.carry_self={carry_self}"])
@@ -328,7 +328,7 @@ def test_carry_self_carries_the_networks_own_colours_of_the_previous_frame(tiny_
 
 
 def test_own_carried_colours_are_the_eval_mode_prediction_and_leave_batchnorm_alone(tiny_overrides):
-    from colorlab.video.data import carry_back
+    from colorlab.data.video_synthetic import carry_back
 
     model, batch = _propagate_model_and_clip(tiny_overrides, carry_self=1)
     model.train()
@@ -399,8 +399,8 @@ def test_temporal_loss_is_zero_for_motion_consistent_colours_and_measures_a_shif
     from colorlab.color import normalize_lab, uint8_to_lab
     from colorlab.config import compose
     from colorlab.data.datamodule import add_lab
+    from colorlab.data.video_synthetic import SyntheticVideoFrames
     from colorlab.models import build_model, placeholder_prior
-    from colorlab.video.data import SyntheticVideoFrames
 
     cfg = compose("video_frame", [*tiny_overrides, "data.size=32", "data.previous=true", "temporal.weight=1"])
     model = build_model(cfg, placeholder_prior(cfg))

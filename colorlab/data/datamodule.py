@@ -27,13 +27,13 @@ def _shards_splits(**kwargs):
 
 
 def _synthetic_video_splits(**kwargs):
-    from colorlab.video.data import synthetic_video_splits  # issue 13: frames of clips with exact flow
+    from colorlab.data.video_synthetic import synthetic_video_splits  # issue 13: frames of clips with exact flow
 
     return synthetic_video_splits(**kwargs)
 
 
 def _video_folder_splits(**kwargs):
-    from colorlab.video.folder import video_folder_splits  # issue 13: windows of a user's own clips (PyAV)
+    from colorlab.data.video_folder import video_folder_splits  # issue 13: windows of a user's own clips (PyAV)
 
     return video_folder_splits(**kwargs)
 

@@ -156,6 +156,12 @@ class Colorizer(pl.LightningModule):
         ab = self.decode(out).float()
         return ab if ab.shape[-2:] == size else F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
 
+    @torch.no_grad()
+    def predict_lab(self, batch: dict) -> Tensor:
+        """Lab (B, 3, H, W) prediction for a batch as the DataModule delivers it (``l``, and the
+        embedding, hints or L stack when the batch carries them); L is the input's own."""
+        return denormalize_lab(batch["l"], self.predict_ab(self.run_net(batch), batch["l"].shape[-2:]))
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         if batch["l"].shape[0] == 0:  # every image of the batch was gray
             return None
@@ -193,7 +199,7 @@ class Colorizer(pl.LightningModule):
         the network's output, with its own errors, which degrading the truth only imitates. The network
         runs in eval mode here, as at inference: BatchNorm on its running statistics, which this pass,
         all of whose pixels are hinted, leaves unchanged."""
-        from colorlab.video.flow import warp
+        from colorlab.flow import warp
 
         full = torch.ones_like(batch["l_previous"])
         hint = degrade_carried(batch["ab_previous"], full, self.hint_sampling)
@@ -214,7 +220,7 @@ class Colorizer(pl.LightningModule):
         if "previous_flow" not in batch:
             raise ValueError("temporal.weight > 0 needs frames that carry their previous frame and its flow: "
                              "data.previous=true (data=synthetic_video or video_folder)")
-        from colorlab.video.flow import warp
+        from colorlab.flow import warp
 
         size = batch["l"].shape[-2:]
         with torch.no_grad():

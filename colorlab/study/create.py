@@ -47,7 +47,6 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
     from omegaconf import OmegaConf
 
     from colorlab.color import lab_to_uint8
-    from colorlab.compare import predict_lab
     from colorlab.data import DeviceBatches, validation_data
 
     images: dict[str, list] = {"real": []}
@@ -61,7 +60,7 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
         images[name] = []
         with tqdm(total=n_images, desc=f"colourizing with {name}", disable=None) as bar:
             for batch in DeviceBatches(datamodule, "cpu"):
-                fake = lab_to_uint8(predict_lab(model, batch)).permute(0, 2, 3, 1).numpy()
+                fake = lab_to_uint8(model.predict_lab(batch)).permute(0, 2, 3, 1).numpy()
                 take = min(len(fake), n_images - len(images[name]))
                 images[name] += list(fake[:take])
                 if name == names[0]:

@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
 from colorlab.data.synthetic import BIMODAL_AB
+from colorlab.data.video_synthetic import SyntheticVideo
+from colorlab.flow import estimated_flows
 from colorlab.metrics import colorfulness
-from colorlab.video.data import SyntheticVideo
-from colorlab.video.flow import estimated_flows
 from colorlab.video.metrics import cdc, key_colour_kept, mode_flip_rate, warp_error
 
 
@@ -72,7 +72,7 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     later frame t the previous prediction carried along ``flows[t - 1]`` (flow from t back to t-1,
     non-occluded mask; default ``estimated_flows``: Farneback from the gray frames, computed while the
     network runs), the mask as the hint mask."""
-    from colorlab.video.flow import warp
+    from colorlab.flow import warp
 
     l, _ = normalize_lab(uint8_to_lab(rgb_u8))
     h, w = l.shape[-2:]

@@ -12,7 +12,7 @@
 - Key colour kept (colorlab): the fraction of the frames showing that shape whose decoded mode is the
   clip's own (the one a key frame gave).
 
-Conventions: clips are (T, 3, H, W); flows (T-1, 2, H, W) as in ``colorlab.video.flow``; masks
+Conventions: clips are (T, 3, H, W); flows (T-1, 2, H, W) as in ``colorlab.flow``; masks
 (T-1, 1, H, W) bool.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from colorlab.video.flow import warp
+from colorlab.flow import warp
 
 CDC_DILATIONS = (1, 2, 4)
 

@@ -41,8 +41,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from colorlab.data.video_synthetic import centred_stack, check_stack
 from colorlab.io import summarize_skips
-from colorlab.video.data import centred_stack, check_stack
 
 VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpg", ".webm")
 _CROP_STREAM = 31  # separates the crop draws from other uses of the seed
@@ -166,7 +166,7 @@ def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarra
     """Frame t-1 (H, W, 3) uint8 carried onto frame t's grid along their backward Farneback flow: uint8
     (H, W, 3), zero where the flow fails the forward-backward check, that mask bool (H, W), and the
     flow float32 (2, H, W) (pixel offsets from frame t to t-1)."""
-    from colorlab.video.flow import estimated_flows, warp
+    from colorlab.flow import estimated_flows, warp
 
     pair = torch.from_numpy(np.stack([previous, current])).permute(0, 3, 1, 2)
     back, valid = estimated_flows(pair)[0]  # (2, H, W) from t to t-1, (1, H, W)
