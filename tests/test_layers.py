@@ -47,3 +47,16 @@ def test_the_check_sees_lazy_imports(tmp_path):
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    from colorlab.video.flow import warp\n    import colorlab.fit\n")
     assert {"colorlab.video.flow", "colorlab.fit"} <= imported_modules(source)
+
+
+def test_the_console_script_runs_each_command_as_python_m(capsys):
+    from colorlab.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"  {name} " in printed for name in COMMANDS)
+    assert main(["fitt"]) == 2
+    assert capsys.readouterr().err.strip() == ("colorlab.cli: error: unknown command 'fitt'; commands: "
+                                               + ", ".join(COMMANDS))
+    assert main(["compare", "missing.ckpt"]) == 2  # the command's own checks, through the same main
+    assert "checkpoint(s) not found: missing.ckpt" in capsys.readouterr().err

@@ -8,7 +8,6 @@ items are deterministic (per index) so that metrics and sample grids are compara
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from colorlab.data.files import Unusable, crop_array, existing_dir, scan_files, shorter_side_size, split_by_file
 from colorlab.io import GRAY_MODES, IMAGE_SUFFIXES, UnreadableImage, open_image, read_rgb, summarize_skips
 
 # Colour photographs that ship inside scikit-image (no download needed).
@@ -27,9 +27,7 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle
 def resize_shorter_side(rgb: np.ndarray, side: int) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (H', W', 3) with min(H', W') == side, aspect kept."""
     h, w = rgb.shape[:2]
-    scale = side / min(h, w)
-    new_size = (max(side, round(w * scale)), max(side, round(h * scale)))
-    return np.array(Image.fromarray(rgb).resize(new_size, Image.BICUBIC))
+    return np.array(Image.fromarray(rgb).resize(shorter_side_size(w, h, side), Image.BICUBIC))
 
 
 def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.Tensor:
@@ -42,10 +40,8 @@ def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.T
         top, left = (h - size) // 2, (w - size) // 2
     else:
         top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-    patch = rgb[top : top + size, left : left + size]
-    if rng is not None and rng.random() < 0.5:
-        patch = patch[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).contiguous()
+    flip = rng is not None and rng.random() < 0.5
+    return torch.from_numpy(crop_array(rgb, size, top, left, flip)).permute(2, 0, 1).contiguous()
 
 
 def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
@@ -121,34 +117,21 @@ def samples_splits(size: int, scale: int, seed: int, train_size: int, val_size: 
     return train, val
 
 
+def _colour_image(path: Path) -> Path:
+    try:
+        with open_image(path) as image:  # the header only: fast on large folders
+            mode = image.mode
+    except UnreadableImage as e:
+        raise Unusable(e.reason) from e
+    if mode in GRAY_MODES:  # no colour to learn
+        raise Unusable("grayscale")
+    return path
+
+
 def scan_folder(root: Path) -> tuple[list[Path], Counter]:
-    """All usable colour images under root (sorted), and a Counter of skipped files by reason.
-
-    Reads headers only (fast on large folders): missing, empty, non-image and bomb-sized files are
-    skipped; grayscale files are skipped too since they carry no colour to learn.
-    """
-    paths, skipped = [], Counter()
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            if path.is_file():
-                skipped["not an image suffix"] += 1
-            continue
-        try:
-            with open_image(path) as image:
-                mode = image.mode
-        except UnreadableImage as e:
-            skipped[e.reason] += 1
-            continue
-        if mode in GRAY_MODES:
-            skipped["grayscale"] += 1
-            continue
-        paths.append(path)
-    return paths, skipped
-
-
-def _is_val(path: Path, root: Path, val_fraction: float) -> bool:
-    """Deterministic split by a hash of the relative path (stable across machines and runs)."""
-    return zlib.crc32(str(path.relative_to(root)).encode()) % 10_000 < val_fraction * 10_000
+    """All usable colour images under root (sorted), and a Counter of skipped files by reason: missing,
+    empty, non-image, bomb-sized and grayscale files, told from their headers."""
+    return scan_files(root, IMAGE_SUFFIXES, _colour_image, "images", "not an image suffix")
 
 
 class FolderImages(PhotoCrops):
@@ -186,17 +169,14 @@ def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val
     """Train/val datasets from a directory tree (and an optional separate validation tree).
     ``train_size``: random crops per epoch, cycling over the training files (None: one per file)."""
     check_train_size(train_size)
-    root_path = _existing_dir(root, "data.root")
+    root_path = existing_dir(root, "data.root", "images", "/data/photos")
     paths, skipped = scan_folder(root_path)
     if val_root is not None:
-        val_paths, val_skipped = scan_folder(_existing_dir(val_root, "data.val_root"))
+        val_paths, val_skipped = scan_folder(existing_dir(val_root, "data.val_root", "images", "/data/photos"))
         skipped += val_skipped
         train_paths = paths
     else:
-        val_paths = [p for p in paths if _is_val(p, root_path, val_fraction)]
-        train_paths = [p for p in paths if not _is_val(p, root_path, val_fraction)]
-        if not val_paths and len(train_paths) > 1:
-            val_paths = [train_paths.pop()]
+        train_paths, val_paths = split_by_file(paths, lambda path: path, root_path, val_fraction)
     if skipped:
         warnings.warn(summarize_skips(skipped, root), stacklevel=2)
     if not train_paths or not val_paths:
@@ -211,12 +191,3 @@ def check_train_size(train_size: int | None) -> None:
     if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
         raise ValueError(f"data.train_size must be a number of crops per epoch >= 1, or null for one per file. "
                          f"Got {train_size!r}")
-
-
-def _existing_dir(path: str | None, key: str) -> Path:
-    if path is None:
-        raise ValueError(f"{key} is not set: give a directory of images, e.g. {key}=/data/photos")
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise FileNotFoundError(f"{key}={path} is not a directory")
-    return p

@@ -31,7 +31,6 @@ decode at training time is replaced by the next file's window and reported (``de
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
+from colorlab.data.files import Unusable, crop_array, existing_dir, scan_files, shorter_side_size, split_by_file
 from colorlab.data.video_synthetic import centred_stack, check_stack
 from colorlab.io import summarize_skips
 
@@ -95,22 +94,16 @@ def probe(path: Path) -> VideoFile:
 
 def scan_videos(root: Path, frames: int, what: str) -> tuple[list[VideoFile], Counter]:
     """The readable videos of at least ``frames`` frames under root (by path), and a Counter of skips."""
-    paths = sorted(p for p in root.rglob("*") if p.is_file())
-    videos, skipped = [], Counter()
-    for path in tqdm(paths, desc=f"indexing videos in {what}", unit="file", delay=2, disable=None):
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            skipped["not a video suffix"] += 1
-            continue
+    def long_enough(path: Path) -> VideoFile:
         try:
             video = probe(path)
         except UnreadableVideo as e:
-            skipped[e.reason] += 1
-            continue
+            raise Unusable(e.reason) from e
         if video.frames < frames:
-            skipped[f"shorter than data.frames={frames}"] += 1
-            continue
-        videos.append(video)
-    return videos, skipped
+            raise Unusable(f"shorter than data.frames={frames}")
+        return video
+
+    return scan_files(root, VIDEO_SUFFIXES, long_enough, f"videos in {what}", "not a video suffix")
 
 
 def decode_frames(video: VideoFile, first: int, last: int, size: int) -> dict[int, np.ndarray]:
@@ -149,17 +142,11 @@ def decode_frames(video: VideoFile, first: int, last: int, size: int) -> dict[in
 
 def resized(video: VideoFile, size: int) -> tuple[int, int]:
     """(width, height) of the video's frames with the shorter side resized to ``size``, aspect kept."""
-    scale = size / min(video.width, video.height)
-    return max(size, round(video.width * scale)), max(size, round(video.height * scale))
+    return shorter_side_size(video.width, video.height, size)
 
 
 def _decode_from_start(video: VideoFile, first: int, last: int, size: int) -> dict[int, np.ndarray]:
     return decode_frames(VideoFile(video.path, video.frames, None, video.width, video.height), first, last, size)
-
-
-def _crop(frame: np.ndarray, size: int, top: int, left: int, flip: bool) -> np.ndarray:
-    patch = frame[top:top + size, left:left + size]
-    return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
 def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -222,7 +209,7 @@ class VideoWindows(Dataset):
         video = self.videos[f]
         decoded = decode_frames(video, start + min(needed), start + max(needed), self.size)
         place = self._placement(window, video)
-        return {u: _crop(decoded[start + u], self.size, *place) for u in needed}
+        return {u: crop_array(decoded[start + u], self.size, *place) for u in needed}
 
     def __getitem__(self, index: int) -> dict:
         window, t = divmod(index, self.frames)
@@ -257,42 +244,24 @@ class VideoWindows(Dataset):
         return out
 
 
-def _val_score(path: Path, root: Path, seed: int) -> float:
-    """A stable number in [0, 1) per (seed, file) for the split (the same on every machine and run)."""
-    return zlib.crc32(f"{seed}/{path.relative_to(root)}".encode()) / 2**32
-
-
-def _video_dir(path: str | None, key: str) -> Path:
-    if path is None:
-        raise ValueError(f"{key} is not set: give a directory of video files, e.g. {key}=/data/clips")
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise FileNotFoundError(f"{key}={path} is not a directory")
-    return p
-
-
 def video_folder_splits(size: int, seed: int, root: str | None, val_root: str | None = None,
                         val_fraction: float = 0.1, frames: int = 8, stack: int = 1, previous: bool = False):
     """(train, val) ``VideoWindows`` of the videos under ``root``, split by file: about ``val_fraction``
-    of the files (at least one, never all) in val, chosen by a hash of (seed, path); with ``val_root``
-    every readable file of root trains and val_root's validate."""
+    of the files (at least one, never all) in val, chosen by a hash of the path; with ``val_root``
+    every readable file of root trains and val_root's validate. The split is photos' (``split_by_file``)."""
     if frames < 2:
         raise ValueError(f"data.frames must be at least 2 consecutive frames per window. Got {frames}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"data.val_fraction must be in (0, 1). Got {val_fraction}")
-    root_path = _video_dir(root, "data.root")
+    root_path = existing_dir(root, "data.root", "video files", "/data/clips")
     videos, skipped = scan_videos(root_path, frames, "data.root")
     if val_root is not None:
-        val_videos, val_skipped = scan_videos(_video_dir(val_root, "data.val_root"), frames, "data.val_root")
+        val_root_path = existing_dir(val_root, "data.val_root", "video files", "/data/clips")
+        val_videos, val_skipped = scan_videos(val_root_path, frames, "data.val_root")
         skipped += val_skipped
         train_videos = videos
     else:
-        ranked = sorted(videos, key=lambda v: _val_score(v.path, root_path, seed))
-        n_val = sum(_val_score(v.path, root_path, seed) < val_fraction for v in videos)
-        n_val = min(max(n_val, 1), len(videos) - 1)
-        val_set = {v.path for v in ranked[:n_val]}
-        train_videos = [v for v in videos if v.path not in val_set]
-        val_videos = [v for v in videos if v.path in val_set]
+        train_videos, val_videos = split_by_file(videos, lambda video: video.path, root_path, val_fraction)
     if skipped:
         warnings.warn(summarize_skips(skipped, f"data.root={root}"), stacklevel=2)
     if not train_videos or not val_videos:

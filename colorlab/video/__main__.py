@@ -105,6 +105,7 @@ def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from colorlab.cli import error
     from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
     from colorlab.colorize import DEFAULT_HINT_PATCH
     from colorlab.flow import checked_flow, estimated_flows
@@ -117,12 +118,12 @@ def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"}
     if unknown or not {"ckpt", "input", "out"} <= set(args):
-        raise SystemExit(f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [hints=FILE.json] "
+        return error("video", f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [hints=FILE.json] "
                          f"[max_side=N] [flow={'|'.join(FLOW_NAMES)}] [raft_weights=PATH]"
                          f"{'; unknown: ' + str(sorted(unknown)) if unknown else ''}")
     src, out = Path(args["input"]), Path(args["out"])
     if out.exists():
-        raise SystemExit(f"out={out} exists; colorlab.video never writes over anything, give a new directory")
+        return error("video", f"out={out} exists; colorlab.video never writes over anything, give a new directory")
     try:
         if "raft_weights" in args and args.get("flow") != "raft":
             raise ValueError("raft_weights= is for flow=raft; add flow=raft or drop it")
@@ -142,7 +143,7 @@ def main(argv: list[str]) -> int:
                                               (size, size), DEFAULT_HINT_PATCH)
             key = (hint_ab[0], hint_mask[0])
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        return error("video", e)
     full = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
     if model.hint_sampling is not None:
