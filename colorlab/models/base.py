@@ -233,7 +233,7 @@ class Colorizer(pl.LightningModule):
         self.validation_extra(out, batch)
         if self.hint_sampling is not None:
             seed = (self.config or {}).get("seed", 0)
-            generator = torch.Generator(out.device).manual_seed(1_000_003 * seed + batch_idx)
+            generator = torch.Generator(batch["l"].device).manual_seed(1_000_003 * seed + batch_idx)
             hint_ab, hint_mask = sample_hints(batch["ab"], self.hint_sampling, generator)
             ab = self.predict_ab(self(batch["l"], batch.get("embedding"), hint_ab, hint_mask), batch["l"].shape[-2:])
             rgb_hinted = lab_to_uint8(denormalize_lab(batch["l"], ab)).float()
