@@ -159,12 +159,14 @@ def import_released(kind: str, path: Path, prior_path: Path | None = None, mask_
         value = released.get(released_name(kind, name), tensor)  # absent BatchNorm counters keep 0
         state[name] = value[order] if order is not None and name.startswith("head.") else value
     model.net.load_state_dict(state)
-    if prior_path is not None:
-        prior = load_prior(prior_path, order)
-        model.val_metrics.auc.prior.copy_(prior)
-        if hasattr(model, "weights"):  # eccv16's rebalancing, as the release's training
-            model.prior.copy_(prior.float())
-            model.weights.copy_(rebalance_weights(prior, cfg.model.lam, cfg.model.rebalance_uniform).float())
+    # the training prior is the release's when given; otherwise unknown: uniform (no rebalancing), and no
+    # auc_rebalanced (a zero prior leaves it out) rather than one weighted by a made-up prior
+    prior = load_prior(prior_path, order) if prior_path is not None else None
+    model.val_metrics.auc.prior.copy_(prior if prior is not None else torch.zeros(313, dtype=torch.float64))
+    if hasattr(model, "weights"):  # eccv16's rebalancing, as in the release's training
+        prior = prior if prior is not None else torch.full((313,), 1 / 313, dtype=torch.float64)
+        model.prior.copy_(prior.float())
+        model.weights.copy_(rebalance_weights(prior, cfg.model.lam, cfg.model.rebalance_uniform).float())
     model.config = OmegaConf.to_container(cfg, resolve=True)
     return model.eval()
 

@@ -64,7 +64,7 @@ class OneCycle(torch.optim.lr_scheduler.LRScheduler):
         factor, beta1 = one_cycle(self.last_epoch, self.total_steps, self.warmup)
         for group in self.optimizer.param_groups:
             group["betas"] = (beta1, group["betas"][1])
-        return [self.max_lr * factor for _ in self.optimizer.param_groups]
+        return [self.max_lr * factor * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]
 
 
 class Colorizer(pl.LightningModule):
@@ -94,6 +94,8 @@ class Colorizer(pl.LightningModule):
         self.temporal_weight = 0.0  # set by build_model from temporal.weight (video data)
         self._samples: tuple[Tensor, Tensor] | None = None
         self.validated_step = -1  # the global step whose weights were last validated (sanity checks aside)
+        self.frozen_blocks: list[str] = []  # init=: network blocks kept as loaded (colorlab/finetune.py)
+        self.pretrained_lr_scale = 1.0  # init=: the loaded network's learning rate = optim.lr x this
 
     # --- what a formulation defines -------------------------------------------------------
     @classmethod
@@ -267,8 +269,25 @@ class Colorizer(pl.LightningModule):
     def run_dir(self) -> Path:
         return Path(self.trainer.default_root_dir)
 
+    def train(self, mode: bool = True):
+        """Frozen blocks stay in eval mode: their BatchNorm statistics keep the loaded values."""
+        super().train(mode)
+        for name in self.frozen_blocks:
+            getattr(self.net, name).eval()
+        return self
+
+    def parameter_groups(self) -> list[dict]:
+        """The trainable parameters; with init= the network's in a group of its own at ``pretrained_lr_scale``."""
+        net = [p for p in self.net.parameters() if p.requires_grad]
+        other = [p for n, p in self.named_parameters() if not n.startswith("net.") and p.requires_grad]
+        if self.pretrained_lr_scale == 1.0:
+            return [{"params": net + other}]
+        scaled = {"params": net, "lr": self.optim["lr"] * self.pretrained_lr_scale,
+                  "lr_scale": self.pretrained_lr_scale}
+        return [scaled] + ([{"params": other}] if other else [])
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.optim["lr"],
                                       weight_decay=self.optim["weight_decay"],
                                       betas=tuple(self.optim["betas"]),
                                       fused=bool(self.optim.get("fused", False)) or None)
