@@ -85,6 +85,7 @@ def imported(tmp_path_factory):
     return paths, tmp / "photos"
 
 
+@pytest.mark.slow
 def test_protocol_shorthand_prints_measured_beside_published_with_its_source(imported, tmp_path, capsys):
     paths, photos = imported
     common = ["data=folder", f"data.root={photos}", "data.size=32", "evaluate.protocol_images=1"]

@@ -61,6 +61,7 @@ def finetune_overrides(tmp_path, init):
             f"run_dir={tmp_path / 'run'}", f"prior.cache_dir={tmp_path / 'priors'}"]
 
 
+@pytest.mark.slow
 def test_init_trains_from_the_imported_weights_with_frozen_blocks(released_ckpt, tmp_path):
     first = FirstStep()
     train(compose("eccv16_full", finetune_overrides(tmp_path, released_ckpt)), [first])
@@ -90,3 +91,21 @@ def test_init_from_another_network_or_block_is_one_clear_error(released_ckpt, tm
     (tmp_path / "photos").rename(tmp_path / "photos_used")
     with pytest.raises(ConfigError, match=r"freeze: \['encoder'\] are not blocks of net=eccv16; valid: model1"):
         train(compose("eccv16_full", [*finetune_overrides(tmp_path, released_ckpt), "finetune.freeze=[encoder]"]))
+
+
+def test_init_takes_a_released_pth_directly_and_groups_the_loaded_weights(tmp_path):
+    from colorlab.finetune import load_init
+    from colorlab.models import build_model, placeholder_prior
+    from tests.zhang_reference import SiggraphReference
+
+    reference = randomize(SiggraphReference(), seed=7)
+    torch.save(reference.state_dict(), tmp_path / "siggraph17.pth")
+    cfg = compose("siggraph17", ["net.width=64", f"run_dir={tmp_path / 'run'}"])
+    model = build_model(cfg, placeholder_prior(cfg))
+    load_init(model, tmp_path / "siggraph17.pth", ["model1", "model_class"], 0.5)
+    assert torch.equal(model.net.model10[1].weight, reference.model10[1].weight)
+    assert torch.equal(model.net.model_class.weight, reference.model_class[0].weight)
+    assert not model.net.model1.training and model.net.model2.training
+    groups = model.parameter_groups()
+    frozen = {id(p) for p in [*model.net.model1.parameters(), *model.net.model_class.parameters()]}
+    assert groups[0]["lr_scale"] == 0.5 and not frozen & {id(p) for p in groups[0]["params"]}

@@ -107,6 +107,7 @@ def test_import_to_checkpoint_to_colorize_png_matches_the_release(eccv_release, 
     assert (got - expected).norm(dim=1).max() < 2.0
 
 
+@pytest.mark.slow
 def test_the_imported_checkpoint_evaluates_like_any_other(eccv_release, tmp_path, capsys):
     from colorlab.evaluate import main as evaluate_main
 
