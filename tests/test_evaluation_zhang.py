@@ -94,7 +94,7 @@ def test_protocol_shorthand_prints_measured_beside_published_with_its_source(imp
     assert "| 50 |" in report and "| 30.42 |" in report and "psnrs_siggraph.npy" in report
     assert evaluate_main([f"ckpt={paths['eccv16']}", "protocol=zhang16", f"out={tmp_path}", *common]) == 0
     report = (tmp_path / "protocol.md").read_text()
-    assert "1 images" in report and "| auc |" in report and "not verified" in report
+    assert "1 image(s)" in report and "| auc |" in report and "not verified" in report
     capsys.readouterr()
 
 

@@ -159,7 +159,7 @@ def run_protocol(model, cfg: DictConfig, out: Path) -> list[Path]:
         lines += [f"| {n} | {psnr:.2f} | {ZHANG2017_PSNR[n]:.2f} |" for n, psnr in curve.items()]
         measured = {"images": len(paths) - sum(skipped.values()), "psnr": {str(n): v for n, v in curve.items()}}
         source, report = ZHANG2017_SOURCE, {"measured": measured, "published": ZHANG2017_PSNR}
-    title = (f"# protocol={protocol}: {len(paths) - sum(skipped.values())} images of {paths[0].parent} at "
+    title = (f"# protocol={protocol}: {len(paths) - sum(skipped.values())} image(s) of {paths[0].parent} at "
              f"{side} px" + (f" ({sum(skipped.values())} unreadable left out)" if skipped else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / "protocol.md").write_text("\n".join([title, "", *lines, "", f"Published numbers: {source}."]) + "\n")

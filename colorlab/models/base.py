@@ -278,10 +278,10 @@ class Colorizer(pl.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """The trainable parameters; with init= the network's in a group of its own at ``pretrained_lr_scale``."""
+        if self.pretrained_lr_scale == 1.0:  # one group in the order of parameters(): checkpoints resume as before
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
         net = [p for p in self.net.parameters() if p.requires_grad]
         other = [p for n, p in self.named_parameters() if not n.startswith("net.") and p.requires_grad]
-        if self.pretrained_lr_scale == 1.0:
-            return [{"params": net + other}]
         scaled = {"params": net, "lr": self.optim["lr"] * self.pretrained_lr_scale,
                   "lr_scale": self.pretrained_lr_scale}
         return [scaled] + ([{"params": other}] if other else [])
