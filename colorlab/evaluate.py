@@ -6,7 +6,9 @@ from the same forward pass (no retraining): a table, and a plot of colourfulness
 T (seed 002's mode-to-mean trade-off). For hint models, ``evaluate.hints=[0,1,2,5,10,20,50,100]``
 adds Zhang et al. 2017's protocol: PSNR (8-bit RGB) against the number of random ground-truth
 hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint), as a table,
-hints.png and hints_samples.png. Video checkpoints (``data=synthetic_video``) also get the temporal
+hints.png and hints_samples.png. ``protocol=zhang16|zhang17`` (``evaluate.protocol``) measures a paper's
+layout instead, beside its published numbers (colorlab/evaluation/zhang.py).
+Video checkpoints (``data=synthetic_video``) also get the temporal
 metrics of colorlab/video/evaluate.py (warp error, CDC, mode flip rate, per-frame PSNR and
 colourfulness; propagation for hint models) on ``evaluate.video_clips`` held-out clips, beside the
 ground truth's. Writes metrics.json, metrics.md, samples.png (and
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "out="))}
     overrides = [a for a in argv if not a.startswith(("ckpt=", "out="))]
+    # protocol=NAME: shorthand for evaluate.protocol=NAME (a paper's layout, colorlab/evaluation/)
+    overrides = [f"evaluate.{a}" if a.startswith("protocol=") else a for a in overrides]
     try:
         if "ckpt" not in options:
             raise ConfigError("missing ckpt=PATH (a checkpoint written by colorlab.fit)")
@@ -272,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(options.get("out", checkpoint.resolve().parent.parent / "evaluate"))
     try:
+        if cfg.evaluate.get("protocol") is not None:
+            from colorlab.evaluation.zhang import run_protocol
+
+            written = run_protocol(model, cfg, out)
+            print((out / "protocol.md").read_text(), end="")
+            print("written: " + ", ".join(str(p) for p in written))
+            return 0
         results = evaluate(model, cfg)
     except ConfigError as e:
         print(f"colorlab.evaluate: error: {e}", file=sys.stderr)

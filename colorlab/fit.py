@@ -99,6 +99,11 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         check_input_size(model, cfg.data.size)
         if resume_from:
             check_architecture(resume_from, model)
+        if cfg.get("init"):  # a new run from trained weights, fresh optimiser and schedule; a resume of it
+            from colorlab.finetune import load_init  # keeps its frozen blocks and groups, with its own weights
+
+            load_init(model, None if resume_from else Path(cfg.init), list(cfg.finetune.freeze),
+                      cfg.finetune.lr_scale)
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                      monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
                                      save_top_k=1, auto_insert_metric_name=False)

@@ -15,6 +15,7 @@ from colorlab.hints import HintSampling
 from colorlab.models.base import Colorizer
 from colorlab.models.bins import Bins1DColorizer, Bins2DColorizer
 from colorlab.models.regression import RegressionColorizer
+from colorlab.models.siggraph17 import Siggraph17Colorizer
 from colorlab.nets import build_net
 
 AUC_PRIOR_KEY = "val_metrics.auc.prior"
@@ -23,6 +24,7 @@ FORMULATIONS: dict[str, type[Colorizer]] = {
     "regression": RegressionColorizer,
     "bins1d": Bins1DColorizer,
     "bins2d": Bins2DColorizer,
+    "siggraph17": Siggraph17Colorizer,
 }
 
 

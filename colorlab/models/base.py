@@ -64,7 +64,7 @@ class OneCycle(torch.optim.lr_scheduler.LRScheduler):
         factor, beta1 = one_cycle(self.last_epoch, self.total_steps, self.warmup)
         for group in self.optimizer.param_groups:
             group["betas"] = (beta1, group["betas"][1])
-        return [self.max_lr * factor for _ in self.optimizer.param_groups]
+        return [self.max_lr * factor * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]
 
 
 class Colorizer(pl.LightningModule):
@@ -94,6 +94,8 @@ class Colorizer(pl.LightningModule):
         self.temporal_weight = 0.0  # set by build_model from temporal.weight (video data)
         self._samples: tuple[Tensor, Tensor] | None = None
         self.validated_step = -1  # the global step whose weights were last validated (sanity checks aside)
+        self.frozen_blocks: list[str] = []  # init=: network blocks kept as loaded (colorlab/finetune.py)
+        self.pretrained_lr_scale = 1.0  # init=: the loaded network's learning rate = optim.lr x this
 
     # --- what a formulation defines -------------------------------------------------------
     @classmethod
@@ -239,7 +241,7 @@ class Colorizer(pl.LightningModule):
         self.validation_extra(out, batch)
         if self.hint_sampling is not None:
             seed = (self.config or {}).get("seed", 0)
-            generator = torch.Generator(out.device).manual_seed(1_000_003 * seed + batch_idx)
+            generator = torch.Generator(batch["l"].device).manual_seed(1_000_003 * seed + batch_idx)
             hint_ab, hint_mask = sample_hints(batch["ab"], self.hint_sampling, generator)
             ab = self.predict_ab(self(batch["l"], batch.get("embedding"), hint_ab, hint_mask), batch["l"].shape[-2:])
             rgb_hinted = lab_to_uint8(denormalize_lab(batch["l"], ab)).float()
@@ -273,8 +275,25 @@ class Colorizer(pl.LightningModule):
     def run_dir(self) -> Path:
         return Path(self.trainer.default_root_dir)
 
+    def train(self, mode: bool = True):
+        """Frozen blocks stay in eval mode: their BatchNorm statistics keep the loaded values."""
+        super().train(mode)
+        for name in self.frozen_blocks:
+            getattr(self.net, name).eval()
+        return self
+
+    def parameter_groups(self) -> list[dict]:
+        """The trainable parameters; with init= the network's in a group of its own at ``pretrained_lr_scale``."""
+        if self.pretrained_lr_scale == 1.0:  # one group in the order of parameters(): checkpoints resume as before
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        net = [p for p in self.net.parameters() if p.requires_grad]
+        other = [p for n, p in self.named_parameters() if not n.startswith("net.") and p.requires_grad]
+        scaled = {"params": net, "lr": self.optim["lr"] * self.pretrained_lr_scale,
+                  "lr_scale": self.pretrained_lr_scale}
+        return [scaled] + ([{"params": other}] if other else [])
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.optim["lr"],
                                       weight_decay=self.optim["weight_decay"],
                                       betas=tuple(self.optim["betas"]),
                                       fused=bool(self.optim.get("fused", False)) or None)

@@ -1,0 +1,1 @@
+"""Evaluation protocols of published papers, selected by ``evaluate.protocol``."""
