@@ -1,0 +1,1 @@
+"""Evaluation protocols and the metric networks they need (weights from a path, torch hub's cache or random)."""
