@@ -9,7 +9,11 @@ hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint),
 hints.png and hints_samples.png. Video checkpoints (``data=synthetic_video``) also get the temporal
 metrics of colorlab/video/evaluate.py (warp error, CDC, mode flip rate, per-frame PSNR and
 colourfulness; propagation for hint models) on ``evaluate.video_clips`` held-out clips, beside the
-ground truth's. Writes metrics.json, metrics.md, samples.png (and
+ground truth's. FID and LPIPS (``evaluate.fid_weights``, ``evaluate.lpips_weights`` = hub, a path or
+random; colorlab/evaluation/metric_nets.py) join each decoding's metrics beside CF and ΔCF;
+``evaluate.classify=true`` adds a VGG-16's top-1 on real, gray and colourised images of a labelled folder
+(Zhang et al. 2016); ``protocol=ddcolor`` (short for ``evaluate.protocol=ddcolor``) adds DDColor's Table 1
+layout with the paper's rows (docs/metrics.md). Writes metrics.json, metrics.md, samples.png (and
 temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
 next to the checkpoint's run; training's own files are never touched).
 """
