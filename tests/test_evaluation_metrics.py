@@ -162,7 +162,9 @@ def test_delta_cf_against_hand_computed_colourfulness():
     cf_halves = math.sqrt(127.5**2 + 191.25**2) + 0.3 * math.sqrt(127.5**2 + 63.75**2)
     gray = constant_image(128, 128, 128)  # CF 0
     for pred, truth, expected in (([orange, halves], [gray, gray], (cf_orange + cf_halves) / 2),
-                                  ([gray, orange], [halves, halves], cf_halves - cf_orange / 2)):
+                                  ([gray, orange], [halves, halves], cf_halves - cf_orange / 2),
+                                  # the same colours on other images: ΔCF compares the sets' means, so 0
+                                  ([orange, gray], [gray, orange], 0.0)):
         metrics = ColorMetrics()
         for p, t in zip(pred, truth, strict=True):
             metrics.update(lab_of(p), lab_of(t))
@@ -212,3 +214,23 @@ def test_classification_accuracy_is_right_on_real_chance_on_gray_between_on_colo
     assert accuracy["classify_colorized"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="version must be one of"):
         metric.update("sepia", lab_to_rgb(lab), labels)
+
+
+def test_labelled_folders_give_class_folder_indices_and_refuse_loose_images(tmp_path):
+    from PIL import Image
+
+    from colorlab.data.photos import folder_splits
+
+    for name in ("n02", "n01"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "val" / name).mkdir(parents=True)
+        for root in ("train", "val"):
+            Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / root / name / "a.png")
+    train, val = folder_splits(str(tmp_path / "train"), size=32, seed=0, val_root=str(tmp_path / "val"),
+                               labels=True)
+    assert {(p.parent.name, val[i]["label"]) for i, p in enumerate(val.paths)} == {("n01", 0), ("n02", 1)}
+    assert "label" not in folder_splits(str(tmp_path / "train"), size=32, seed=0,
+                                        val_root=str(tmp_path / "val"))[1][0]
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "val" / "loose.png")
+    with pytest.raises(ValueError, match="needs root/<class>/<image>"):
+        folder_splits(str(tmp_path / "train"), size=32, seed=0, val_root=str(tmp_path / "val"), labels=True)
