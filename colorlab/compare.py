@@ -1,9 +1,12 @@
 """The same validation images through several checkpoints: one table, one labelled image grid.
 
-    python -m colorlab.compare CKPT [CKPT ...] [out=DIR] [n=8] [data overrides, e.g. data.val_size=256]
+    python -m colorlab.compare CKPT [CKPT ...] [out=DIR] [n=8] [rank=METRIC] [data overrides, e.g. data.val_size=256]
+        [evaluate.fid_weights=hub|PATH|random] [evaluate.lpips_weights=hub|PATH|random]
 
 The data source is the first checkpoint's (its validation split, deterministic), unless
-overridden. Writes ``compare.md`` (metrics per checkpoint) and ``compare.png`` (columns: gray
+overridden. FID and LPIPS are added when their weights are given (colorlab/evaluation/metric_nets.py).
+``rank=METRIC`` orders the table by any column, best first (fid, lpips, delta_cf and errors: lowest).
+Writes ``compare.md`` (metrics per checkpoint) and ``compare.png`` (columns: gray
 input, each checkpoint labelled by experiment, ground truth) into ``out`` (default: compare/).
 """
 
@@ -16,15 +19,31 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from colorlab.color import denormalize_lab
+from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, usage_exit_code
 from colorlab.data import DeviceBatches, validation_data
+from colorlab.evaluation.metric_nets import MetricWeightsError, metric_factories
 from colorlab.metrics import ColorMetrics
 from colorlab.models import load_colorizer
 from colorlab.viz import labelled_grid, save_png
 
+LOWER_IS_BETTER = ("fid", "lpips", "delta_cf", "ab_error", "ab_error_gray")
 
-def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None) -> dict:
+
+def rank_rows(rows: dict, metric: str) -> dict:
+    """``rows`` (name -> metrics) ordered best first by ``metric``; rows without it last."""
+    if not any(metric in row for row in rows.values()):
+        raise ConfigError(f"rank={metric} is not a column; valid: {sorted({k for r in rows.values() for k in r})}")
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    return dict(sorted(rows.items(), key=lambda item: (metric not in item[1], sign * item[1].get(metric, 0))))
+
+
+def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list[str] | None = None,
+            weights: dict | None = None, rank: str | None = None) -> dict:
+    """``weights``: {'fid': ..., 'lpips': ...} turns those metrics on (hub, a path or random)."""
+    weights = weights or {}
+    factories = metric_factories({"fid": "fid" in weights, "fid_weights": weights.get("fid"),
+                                  "lpips": "lpips" in weights, "lpips_weights": weights.get("lpips")})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [load_colorizer(path, device) for path in checkpoints]
     # the first checkpoint's data (checked overrides on top) for every model; each its own embeddings
@@ -36,17 +55,25 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
         cfg.data = data
         datamodule = validation_data(cfg)
         metrics = ColorMetrics(model.val_metrics.auc.prior).to(device)  # its training prior: auc_rebalanced
-        batches = DeviceBatches(datamodule, device)
-        for i, batch in enumerate(tqdm(batches, desc=name, disable=None)):
+        extra = {k: make().to(device) for k, make in factories.items()}
+        for i, batch in enumerate(tqdm(DeviceBatches(datamodule, device), desc=name, disable=None)):
             lab_pred = model.predict_lab(batch)
             lab_true = denormalize_lab(batch["l"], batch["ab"])
             metrics.update(lab_pred, lab_true, batch.get("bimodal"))
+            if "fid" in extra:
+                extra["fid"].update(lab_to_uint8(lab_true), real=True)
+                extra["fid"].update(lab_to_uint8(lab_pred), real=False)
+            if "lpips" in extra:
+                extra["lpips"].update(lab_to_rgb(lab_pred), lab_to_rgb(lab_true))
             if i == 0:
                 if grid_lab is None:  # the same images for every checkpoint
                     gray = torch.cat([lab_true[:n, :1], torch.zeros_like(lab_true[:n, 1:])], dim=1)
                     grid_lab = {"gray": gray.cpu(), "ground truth": lab_true[:n].cpu()}
                 grid_lab[name] = lab_pred[:n].cpu()
         rows[name] = {k.removeprefix("val/"): float(v) for k, v in metrics.compute().items()}
+        rows[name].update({k: float(metric.compute()) for k, metric in extra.items()})
+    if rank is not None:
+        rows = rank_rows(rows, rank)
     columns = [("gray", grid_lab["gray"])] + [(name, grid_lab[name]) for name in names]
     columns.append(("ground truth", grid_lab["ground truth"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -66,15 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = [Path(a) for a in argv if "=" not in a]
     options = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("data."))
     data_overrides = [a for a in argv if a.startswith("data.")]
+    weights = {key: options.pop(f"evaluate.{key}_weights") for key in ("fid", "lpips")
+               if f"evaluate.{key}_weights" in options}
     try:
-        unknown = set(options) - {"out", "n"}
+        unknown = set(options) - {"out", "n", "rank"}
         if unknown:
-            raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: out=DIR, n=N, data.KEY=VALUE")
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: out=DIR, n=N, rank=METRIC, data.KEY=VALUE, "
+                              "evaluate.fid_weights=W, evaluate.lpips_weights=W")
         missing = [str(p) for p in checkpoints if not p.is_file()]
         if missing:
             raise ConfigError(f"checkpoint(s) not found: {', '.join(missing)}")
-        rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), data_overrides)
-    except (ConfigError, ValueError) as e:
+        rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), data_overrides,
+                       weights, options.get("rank"))
+    except (ConfigError, ValueError, MetricWeightsError) as e:
         print(f"colorlab.compare: error: {e}", file=sys.stderr)
         return 2
     print((Path(options.get("out", "compare")) / "compare.md").read_text(), end="")

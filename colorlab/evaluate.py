@@ -11,7 +11,11 @@ layout instead, beside its published numbers (colorlab/evaluation/zhang.py).
 Video checkpoints (``data=synthetic_video``) also get the temporal
 metrics of colorlab/video/evaluate.py (warp error, CDC, mode flip rate, per-frame PSNR and
 colourfulness; propagation for hint models) on ``evaluate.video_clips`` held-out clips, beside the
-ground truth's. Writes metrics.json, metrics.md, samples.png (and
+ground truth's. FID and LPIPS (``evaluate.fid_weights``, ``evaluate.lpips_weights`` = hub, a path or
+random; colorlab/evaluation/metric_nets.py) join each decoding's metrics beside CF and ΔCF;
+``evaluate.classify=true`` adds a VGG-16's top-1 on real, gray and colourised images of a labelled folder
+(Zhang et al. 2016); ``protocol=ddcolor`` (short for ``evaluate.protocol=ddcolor``) adds DDColor's Table 1
+layout with the paper's rows (docs/metrics.md). Writes metrics.json, metrics.md, samples.png (and
 temperature.png, temperature_samples.png for bins) into ``out`` (default: <run>/evaluate/,
 next to the checkpoint's run; training's own files are never touched).
 """
@@ -28,45 +32,18 @@ from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, usage_exit_code
+from colorlab.evaluation.metric_nets import (
+    ClassificationAccuracy,
+    MetricWeightsError,
+    build_classifier,
+    metric_factories,
+)
 from colorlab.hints import sample_hints
 from colorlab.metrics import ColorMetrics
 from colorlab.models.bins import BinsColorizer, resize_to
 
 USAGE = __doc__.split("\n\n")[0]
-
-
-FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's Inception, in torch hub's cache
-LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet, in torch hub's cache
-
-
-def optional_metrics(cfg: DictConfig) -> dict:
-    """Factories of FID and LPIPS when their weights are on this machine; otherwise one line each
-    saying how to enable them (nothing is ever downloaded)."""
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    factories = {}
-    if cfg.evaluate.fid:
-        try:
-            import torch_fidelity  # noqa: F401
-            from torchmetrics.image.fid import FrechetInceptionDistance
-
-            if not (checkpoints / FID_WEIGHTS).is_file():
-                raise FileNotFoundError
-            factories["fid"] = lambda: FrechetInceptionDistance(feature=2048)
-        except (ImportError, FileNotFoundError):
-            print(f"FID skipped: needs `pip install torch-fidelity` and {checkpoints / FID_WEIGHTS} (created on a "
-                  "connected machine by computing FID once with torchmetrics); evaluate.fid=false hides this line")
-    if cfg.evaluate.lpips:
-        try:
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            if not (checkpoints / LPIPS_BACKBONE).is_file():
-                raise FileNotFoundError
-            factories["lpips"] = lambda: LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
-        except (ImportError, FileNotFoundError):
-            print(f"LPIPS skipped: needs torchvision's AlexNet weights at {checkpoints / LPIPS_BACKBONE} (created "
-                  "on a connected machine by torchvision.models.alexnet(weights='DEFAULT')); "
-                  "evaluate.lpips=false hides this line")
-    return factories
+PROTOCOLS = (None, "ddcolor", "zhang16", "zhang17")  # evaluate.protocol: a paper's table layout
 
 
 @torch.no_grad()
@@ -93,17 +70,31 @@ def evaluate(model, cfg: DictConfig) -> dict:
     prior = model.val_metrics.auc.prior  # the training data's prior, saved in the checkpoint: auc_rebalanced
     hinted = {n: ColorMetrics(prior).to(device) for n in hint_counts}
     metrics = {name: ColorMetrics(prior).to(device) for name in decodings}
-    factories = optional_metrics(cfg)
+    factories = metric_factories(cfg.evaluate, cfg.seed)
     extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
+    own = "default" if "default" in decodings else f"T={model.temperature:g}"  # the decoding classified
+    classify = ClassificationAccuracy(build_classifier(cfg.evaluate.classifier_weights, cfg.seed)).to(device) \
+        if cfg.evaluate.classify else None
     samples: dict[str, torch.Tensor] = {}
+    n_images = 0
     batches = DeviceBatches(datamodule, device)
     for i, batch in enumerate(tqdm(batches, desc="evaluate", unit="batch", disable=None)):
         out = model.run_net(batch)  # one forward pass, every temperature decoded from it
         lab_true = denormalize_lab(batch["l"], batch["ab"])
+        n_images += len(lab_true)
+        if classify is not None:
+            if "label" not in batch:
+                raise ConfigError("evaluate.classify=true needs labelled images: data=folder data.root=DIR "
+                                  "data.labels=true (one folder per class, ImageNet's layout)")
+            classify.update("real", lab_to_rgb(lab_true), batch["label"])
+            lab_gray = torch.cat([lab_true[:, :1], torch.zeros_like(lab_true[:, 1:])], dim=1)
+            classify.update("gray", lab_to_rgb(lab_gray), batch["label"])
         for name, t in decodings.items():
             ab = model.decode(out) if t is None else model.decode_at(out, t)
             lab_pred = denormalize_lab(batch["l"], resize_to(ab.float(), batch["l"].shape[-2:]))
             metrics[name].update(lab_pred, lab_true, batch.get("bimodal"))
+            if classify is not None and name == own:
+                classify.update("colorized", lab_to_rgb(lab_pred), batch["label"])
             for metric_name, metric in extra[name].items():
                 if metric_name == "fid":
                     metric.update(lab_to_uint8(lab_true), real=True)
@@ -127,6 +118,10 @@ def evaluate(model, cfg: DictConfig) -> dict:
     results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
     for name, metrics_of_decoding in extra.items():
         results[name].update({k: float(m.compute()) for k, m in metrics_of_decoding.items()})
+    if classify is not None:
+        results["_classify"] = {k: float(v) for k, v in classify.compute().items()}
+    results["_evaluated"] = {"n_images": n_images, "decoding": own, "metric_weights": {
+        key: cfg.evaluate[f"{key}_weights"] for key in (*factories, *(["classifier"] if classify else []))}}
     if hinted:
         results["_hints"] = {n: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()}
                              for n, m in hinted.items()}
@@ -185,10 +180,23 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
     samples, decodings = results.pop("_samples"), results.pop("_temperatures")
     hints = results.pop("_hints", None)
     temporal = results.pop("_temporal", None)
+    classification, evaluated = results.pop("_classify", None), results.pop("_evaluated")
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "metrics.md"]
     gray = ("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))
-    report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], "results": results}
+    report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], **evaluated,
+              "results": results}
+    if classification:
+        report["classification"] = classification
+    protocol = None
+    if cfg.evaluate.protocol == "ddcolor":
+        from colorlab.evaluation.ddcolor import ddcolor_table
+
+        data = cfg.data.name if cfg.data.get("root") is None else f"data={cfg.data.name} {cfg.data.root}"
+        protocol = ddcolor_table(f"{model.config['experiment']} ({evaluated['decoding']})",
+                                 results[evaluated["decoding"]], evaluated["n_images"], cfg.data.size, data,
+                                 evaluated["metric_weights"].get("fid") == "random")
+        report["ddcolor"] = protocol
     if hints:
         report["hints"] = {"patch": cfg.evaluate.hint_patch, "by_count": {str(n): row for n, row in hints.items()}}
     if temporal:
@@ -198,6 +206,19 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
     lines = [f"# {model.config['experiment']}: {checkpoint}", "", "| decoding | " + " | ".join(keys) + " |",
              "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" for k in keys) + " |" for name, row in results.items()]
+    random = sorted(k for k, w in evaluated["metric_weights"].items() if w == "random")
+    lines += ["", f"{evaluated['n_images']} validation images"
+              + (" (FID is biased upward at small n: DDColor's ImageNet rows use 5,000)" if "fid" in keys else "")
+              + (f"; random weights for {', '.join(random)}: their values show the layout, not a result"
+                 if random else "") + "."]
+    if classification:
+        lines += ["", f"Top-1 of the classifier ({cfg.evaluate.classifier_weights} weights) on the real, gray and "
+                  f"{evaluated['decoding']} colourised images: " + ", ".join(
+                      f"{k.removeprefix('classify_')} {v:.3f}" for k, v in classification.items())]
+    if protocol:
+        from colorlab.evaluation.ddcolor import markdown
+
+        lines += ["", "DDColor's Table 1 layout:", "", *markdown(protocol)]
     if hints:
         lines += ["", f"PSNR (8-bit RGB) against the number of random ground-truth hints ({cfg.evaluate.hint_patch}x"
                   f"{cfg.evaluate.hint_patch} px):", "", "| hints | psnr | ab_error | auc |", "|---|---|---|---|"]
@@ -258,15 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     if (code := usage_exit_code(argv, __doc__)) is not None:
         return code
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "out="))}
-    overrides = [a for a in argv if not a.startswith(("ckpt=", "out="))]
-    # protocol=NAME: shorthand for evaluate.protocol=NAME (a paper's layout, colorlab/evaluation/)
-    overrides = [f"evaluate.{a}" if a.startswith("protocol=") else a for a in overrides]
+    # protocol=NAME is short for evaluate.protocol=NAME (a paper's layout, colorlab/evaluation/)
+    overrides = [f"evaluate.{a}" if a.startswith("protocol=") else a for a in argv
+                 if not a.startswith(("ckpt=", "out="))]
     try:
         if "ckpt" not in options:
             raise ConfigError("missing ckpt=PATH (a checkpoint written by colorlab.fit)")
         checkpoint = Path(options["ckpt"])
         model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         cfg = override(OmegaConf.create(model.config), overrides)
+        if cfg.evaluate.protocol not in PROTOCOLS:
+            raise ConfigError(f"evaluate.protocol must be one of {PROTOCOLS}. Got {cfg.evaluate.protocol!r}")
         if any(t < 0 for t in cfg.evaluate.temperatures):
             raise ConfigError(f"evaluate.temperatures must be >= 0. Got {list(cfg.evaluate.temperatures)}")
         if hasattr(model, "frequent_decode"):  # a decoding choice: model.frequent_decode=kept decodes as before
@@ -276,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(options.get("out", checkpoint.resolve().parent.parent / "evaluate"))
     try:
-        if cfg.evaluate.get("protocol") is not None:
+        if cfg.evaluate.protocol in ("zhang16", "zhang17"):  # a layout of its own, on data.root's images
             from colorlab.evaluation.zhang import run_protocol
 
             written = run_protocol(model, cfg, out)
@@ -284,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             print("written: " + ", ".join(str(p) for p in written))
             return 0
         results = evaluate(model, cfg)
-    except ConfigError as e:
+    except (ConfigError, MetricWeightsError) as e:
         print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
         return 2
     written = write_report(results, model, out, checkpoint, cfg)

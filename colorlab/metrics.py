@@ -136,6 +136,8 @@ class ColorMetrics(nn.Module):
     def compute(self, prefix: str = "val/") -> dict[str, Tensor]:
         skip = set() if self.has_bimodal else {"chroma_bimodal", "chroma_bimodal_true"}
         out = {f"{prefix}{name}": metric.compute() for name, metric in self.means.items() if name not in skip}
+        # DDColor's ΔCF: |CF(pred) - CF(real)| of the two sets' mean colourfulness
+        out[f"{prefix}delta_cf"] = (out[f"{prefix}colorfulness"] - out[f"{prefix}colorfulness_true"]).abs()
         out[f"{prefix}psnr"] = self.psnr.compute()
         if self.has_ssim:
             out[f"{prefix}ssim"] = self.ssim.compute()

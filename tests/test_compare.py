@@ -8,6 +8,7 @@ from colorlab.config import compose
 from colorlab.fit import train
 
 
+@pytest.mark.filterwarnings("ignore:evaluate.lpips_weights=random")
 def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_path):
     checkpoints = []
     for experiment in ("regression_l2", "bins1d"):
@@ -25,6 +26,15 @@ def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_pat
         assert float(cells["psnr"]) == pytest.approx(saved["val/psnr"], rel=5e-4)  # 4 significant digits
     with Image.open(out / "compare.png") as grid:
         assert grid.width == 4 * 130 and grid.height > 3 * 128  # gray | 2 experiments | truth
+    # ranked by any metric, best first; LPIPS (random weights) added as a column
+    for rank, lowest_first in (("delta_cf", True), ("auc", False)):
+        assert compare_main([str(c) for _, c in checkpoints] + [f"out={out}", f"rank={rank}",
+                                                                "evaluate.lpips_weights=random"]) == 0
+        table = (out / "compare.md").read_text().splitlines()
+        header = [h.strip() for h in table[0].strip("|").split("|")]
+        values = [float(line.strip("|").split("|")[header.index(rank)]) for line in table[2:]]
+        assert values == sorted(values, reverse=not lowest_first) and "lpips" in header
+    assert compare_main([str(c) for _, c in checkpoints] + [f"out={out}", "rank=fid"]) == 2
 
 
 def test_compare_reports_missing_checkpoints(tmp_path, capsys):

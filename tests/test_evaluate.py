@@ -55,6 +55,65 @@ def test_fid_and_lpips_are_skipped_with_one_line_each_without_weights(bins_run, 
     printed = capsys.readouterr().out
     assert printed.count("FID skipped") == 1 and printed.count("LPIPS skipped") == 1
     assert str(tmp_path / "empty-hub") in printed
+    for key in ("fid", "lpips"):  # each line names the three ways to provide the weights
+        assert f"evaluate.{key}_weights=hub" in printed and f"evaluate.{key}_weights=random" in printed
+        assert f"evaluate.{key}_weights=/path/to/" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:evaluate.*_weights=random")
+def test_fid_lpips_and_delta_cf_with_random_weights_end_to_end(bins_run, tmp_path, capsys):
+    """FID's 2048 Inception features (one 2048 x 2048 eigendecomposition: ~40 s on 2 cores) and LPIPS run
+    with random weights; DDColor's layout beside the paper's rows."""
+    out = tmp_path / "ev"
+    assert evaluate_main([f"ckpt={bins_run / 'checkpoints' / 'last.ckpt'}", "evaluate.fid_weights=random",
+                          "evaluate.lpips_weights=random", "evaluate.temperatures=[]", "data.val_size=6",
+                          "protocol=ddcolor", f"out={out}"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    row = report["results"]["T=0.38"]
+    assert {"fid", "lpips", "delta_cf"} <= set(row)
+    assert report["n_images"] == 6 and report["metric_weights"] == {"fid": "random", "lpips": "random"}
+    assert row["fid"] > 0 and 0 < row["lpips"] < 1
+    assert row["delta_cf"] == pytest.approx(abs(row["colorfulness"] - row["colorfulness_true"]), rel=1e-5)
+    table = report["ddcolor"]
+    assert table["rows"][0]["fid"] == row["fid"] and table["rows"][0]["source"] == "this run"
+    assert any(r["method"] == "DDColor-large" and r["fid"] == 3.92 for r in table["rows"])
+    assert any("random Inception weights" in note for note in table["notes"])
+    markdown = (out / "metrics.md").read_text()
+    assert "| DDColor-large | 3.92 | 38.26 | 0.05 | 23.85 |" in markdown
+    assert "6 validation images" in markdown and "layout, not a result" in markdown
+
+
+def test_classification_accuracy_on_a_labelled_folder(bins_run, tmp_path, monkeypatch, capsys):
+    """data=folder data.labels=true: the class-folder layout gives labels; a classifier that decides by colour
+    (tests/test_evaluation_metrics.py) is right on real images and at chance on gray ones."""
+    import numpy as np
+    from PIL import Image
+
+    import colorlab.evaluate
+    from tests.test_evaluation_metrics import ColourClassifier
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("a_red", "b_green", "c_blue")):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(4):
+            rgb = rng.uniform(40, 120, (80, 80, 3))
+            rgb[..., label] += 100
+            Image.fromarray(rgb.round().astype(np.uint8)).save(tmp_path / "photos" / name / f"{i}.png")
+    monkeypatch.setattr(colorlab.evaluate, "build_classifier", lambda weights, seed: ColourClassifier())
+    out = tmp_path / "ev"
+    folder = [f"ckpt={bins_run / 'checkpoints' / 'last.ckpt'}", "data=folder", f"data.root={tmp_path / 'photos'}",
+              f"data.val_root={tmp_path / 'photos'}", "evaluate.fid=false", "evaluate.lpips=false",
+              "evaluate.temperatures=[]", f"out={out}"]
+    assert evaluate_main([*folder, "data.labels=true", "evaluate.classify=true"]) == 0
+    accuracy = json.loads((out / "metrics.json").read_text())["classification"]
+    assert accuracy["classify_real"] == 1.0 and accuracy["classify_gray"] == pytest.approx(1 / 3)
+    assert accuracy["classify_gray"] <= accuracy["classify_colorized"] <= accuracy["classify_real"]
+    assert "Top-1 of the classifier" in (out / "metrics.md").read_text()
+    assert evaluate_main([*folder, "evaluate.classify=true"]) == 2
+    assert "needs labelled images: data=folder data.root=DIR data.labels=true" in capsys.readouterr().err
+    assert evaluate_main([*folder, "protocol=table9"]) == 2
+    assert "evaluate.protocol must be one of (None, 'ddcolor')" in capsys.readouterr().err
 
 
 def test_hints_protocol_shows_learning_on_held_out_scenes(hints_checkpoint, tmp_path, capsys):

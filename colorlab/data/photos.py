@@ -138,9 +138,9 @@ class FolderImages(PhotoCrops):
     """Images from a list of paths; a file that fails to decode is replaced by the next one."""
 
     def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0,
-                 skipped: Counter | None = None, length: int | None = None):
+                 skipped: Counter | None = None, length: int | None = None, labels: list[int] | None = None):
         super().__init__(self._read, len(paths), size, scale, train, length or len(paths), seed)
-        self.paths, self._failed = paths, -1
+        self.paths, self._failed, self.labels = paths, -1, labels
         self.reduced_decode = True  # draft-mode JPEG decoding (False: always decode at full size)
         self.skipped = skipped or Counter()  # files left out when the folder was scanned, by reason
 
@@ -161,13 +161,29 @@ class FolderImages(PhotoCrops):
         self._failed = -1
         item = super().__getitem__(index)
         # which file failed to decode for this item (-1: none); the DataModule counts them
-        return {**item, "decode_failed": self._failed}
+        item = {**item, "decode_failed": self._failed}
+        return item if self.labels is None else {**item, "label": self.labels[item["item"]]}
+
+
+def class_labels(paths: list[Path], roots: list[Path]) -> tuple[list[int], list[str]]:
+    """ImageNet's class-folder layout (root/<class>/<image>): each path's class index in the sorted class
+    names of all ``roots`` (with ImageNet's 1000 synset folders, torchvision's class index)."""
+    def class_of(path: Path) -> str:
+        root = next(r for r in roots if path.is_relative_to(r))
+        parts = path.relative_to(root).parts
+        if len(parts) < 2:
+            raise ValueError(f"data.labels=true needs root/<class>/<image>; {path} is not in a class folder")
+        return parts[0]
+    classes = sorted({class_of(p) for p in paths})
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[class_of(p)] for p in paths], classes
 
 
 def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val_root: str | None = None,
-                  val_fraction: float = 0.1, train_size: int | None = None):
+                  val_fraction: float = 0.1, train_size: int | None = None, labels: bool = False):
     """Train/val datasets from a directory tree (and an optional separate validation tree).
-    ``train_size``: random crops per epoch, cycling over the training files (None: one per file)."""
+    ``train_size``: random crops per epoch, cycling over the training files (None: one per file).
+    ``labels``: items also carry ``label``, the index of their class folder (see class_labels)."""
     check_train_size(train_size)
     root_path = existing_dir(root, "data.root", "images", "/data/photos")
     paths, skipped = scan_folder(root_path)
@@ -183,8 +199,13 @@ def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val
         raise ValueError(f"data.root={root} holds {len(paths)} usable colour images "
                          f"({sum(skipped.values())} skipped); need at least one for training and one "
                          f"for validation. Supported suffixes: {sorted(IMAGE_SUFFIXES)}")
-    return (FolderImages(train_paths, size, scale, True, seed, skipped, train_size),
-            FolderImages(val_paths, size, scale, False, seed))
+    train_labels = val_labels = None
+    if labels:
+        roots = [root_path] + ([Path(val_root).expanduser()] if val_root is not None else [])
+        all_labels, _ = class_labels(train_paths + val_paths, roots)
+        train_labels, val_labels = all_labels[: len(train_paths)], all_labels[len(train_paths):]
+    return (FolderImages(train_paths, size, scale, True, seed, skipped, train_size, train_labels),
+            FolderImages(val_paths, size, scale, False, seed, labels=val_labels))
 
 
 def check_train_size(train_size: int | None) -> None:
