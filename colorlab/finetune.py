@@ -1,5 +1,5 @@
 """Start a run from trained weights (``init=PATH``): a colorlab checkpoint or one of Zhang's released
-state dicts (colorlab/import_weights.py). Only the network's weights are taken; the formulation's
+state dicts (colorlab/models/released.py). Only the network's weights are taken; the formulation's
 buffers (bins, prior, rebalancing weights) come from the new run's data, and the optimiser and schedule
 start fresh: a new run, not a resume. ``finetune.freeze`` names network blocks that keep their weights
 and BatchNorm statistics; ``finetune.lr_scale`` scales the learning rate of the loaded weights."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from colorlab.import_weights import KINDS, MARKERS, WeightsError, import_released, read_state_dict
+from colorlab.models.released import KINDS, MARKERS, WeightsError, import_released, read_state_dict
 
 
 def network_state(path: Path) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ from colorlab.color import uint8_to_lab
 from colorlab.evaluate import main as evaluate_main
 from colorlab.evaluation.zhang import ZHANG2017_PSNR, sweep_points, zhang16_auc, zhang17_sweep
 from colorlab.hints import HintSampling
-from colorlab.import_weights import import_released, save_checkpoint
+from colorlab.models.released import import_released, save_checkpoint
 from tests.corpus import colour_photo
 from tests.zhang_reference import ECCVReference, SiggraphReference, randomize
 

@@ -7,9 +7,9 @@ from PIL import Image
 
 from colorlab.config import ConfigError, compose
 from colorlab.fit import train
-from colorlab.import_weights import import_released, save_checkpoint
 from colorlab.models import load_colorizer
 from colorlab.models.base import one_cycle
+from colorlab.models.released import import_released, save_checkpoint
 from tests.corpus import colour_photo
 from tests.zhang_reference import ECCVReference, randomize
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from colorlab.bins import gamut_centers
 from colorlab.color import lab_to_uint8, uint8_to_lab
-from colorlab.import_weights import import_released, main, save_checkpoint
+from colorlab.import_weights import main
+from colorlab.models.released import import_released, save_checkpoint
 from tests.zhang_reference import ECCVReference, SiggraphReference, randomize
 
 SIZE = 32  # network input side: fast, and a multiple of 8
