@@ -168,6 +168,8 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
         settings = db.settings_of(study)
         trials = load_trials(conn, study)
         status = participant_status(conn, study, trials, settings)
+        external = dict(conn.execute(sa.select(db.participants.c.id, db.participants.c.external_id)
+                                     .where(db.participants.c.study_id == study.id)).all())
     rows, images = summarise(trials, status, seed=settings["seed"])
     out = directory / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +182,6 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
         writer = csv.DictWriter(f, ["method", "image", "judged_real", "trials", "rate"])
         writer.writeheader()
         writer.writerows(images)
-    external = {t["participant"]: t["external_id"] for t in trials}
     with open(out / "participants.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["participant", "pid", "status", "detail"])
