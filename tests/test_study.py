@@ -308,7 +308,9 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
                 if answered < 2:
                     page.wait_for_function("document.getElementById('feedback').textContent !== ''", timeout=10_000)
                     feedback.append(page.inner_text("#feedback"))
+                    assert page.inner_text("#counter") == f"trial {answered + 1} of 10"  # the trial judged
             page.wait_for_selector("body[data-screen=thanks]", timeout=30_000)
+            code = page.inner_text("#code")
             browser.close()
     finally:
         server.should_exit = True
@@ -320,6 +322,8 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
     truths = ["left" if side == 1 else "right" for side in sides[:2]]  # the real side of each practice trial
     assert feedback == [("Right: " if t == "left" else "No: ") + f"the {t} one was real." for t in truths]
     assert [r.shown_ms for r in rows] == pytest.approx(shown, abs=0.1)
+    with engine.connect() as conn:
+        assert code == db.settings_of(db.study_row(conn, "browser"))["completion_code"]
     markdown = report(engine, "browser", directory).read_text()
     assert "1 participants, 1 included" in markdown
     fooled = sum(side == 0 for side in sides[2:])  # "Left" picked as real: fooled when the fake was left
@@ -330,6 +334,38 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
     assert int(method["trials"]) + int(control["trials"]) == 8
     assert round(float(method["fooling_rate"]) * 6 + float(control["fooling_rate"]) * 2) == fooled
 
+
+
+def test_page_of_a_study_closed_mid_session_says_so_and_stays(study_checkpoints, tmp_path):
+    """A participant from a platform (?PROLIFIC_PID=) answers once; the study is closed; the next answer shows the
+    closed screen, which stays (the page fetches no trial again); the platform id is stored."""
+    chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    directory = create_study("closed", study_checkpoints[:1], settings_from(SMALL), root=tmp_path)
+    engine = db.connect(f"sqlite:///{directory / 'study.db'}")
+    server, url = start(make_app(StudyService(engine, "closed", directory)))
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            page = browser.new_page()
+            page.goto(url + "/?PROLIFIC_PID=60a1b2c3d4e5f6a7b8c9d0e1")
+            page.click("#start")
+            page.wait_for_selector("#question.open", timeout=30_000)
+            page.click("#choices button >> nth=0")
+            page.wait_for_selector("#question.open", timeout=30_000)
+            assert study_main(["close", "name=closed", f"root={tmp_path}"]) == 0
+            page.click("#choices button >> nth=0")
+            page.wait_for_selector("body[data-screen=closed]", timeout=10_000)
+            page.wait_for_timeout(1500)
+            assert page.get_attribute("body", "data-screen") == "closed"
+            assert "The study is closed" in page.inner_text("#closed")
+            browser.close()
+    finally:
+        server.should_exit = True
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.participants.c.external_id)).scalars().all() == ["60a1b2c3d4e5f6a7b8c9d0e1"]
+    assert count_answers(engine) == 1
 
 
 def test_single_image_protocol_serves_one_image_and_scores_real_and_fake(study_checkpoints, tmp_path):
