@@ -138,6 +138,9 @@ def test_images_carry_nothing_but_their_pixels(attacked):
     try:
         sessions = [request(url + "/api/session", {})[1] for _ in range(2)]
         fetched = [[request(url + path) for path in s["trial"]["images"]] for s in sessions]
+        first = sessions[0]["trial"]["images"][0]
+        zeros = first.replace(f"/{sessions[0]['trial']['id']}/", f"/000{sessions[0]['trial']['id']}/")
+        assert request(url + zeros)[1] == fetched[0][0][1]  # one image, one dither: no averaging over spellings
     finally:
         server.should_exit = True
     for code, _, headers in fetched[0]:

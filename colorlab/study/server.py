@@ -291,7 +291,8 @@ class StudyService:
                              .values(served_at=self.clock()))
         folder = {"fake": method.directory, "real": "real", "catch": "catch"}[shown[int(slot)]]
         rgb = stored_image(self.directory / "images" / folder / f"{self.stems[trial.image_id]}.png")
-        return png_bytes(dithered(rgb, self.secret + f"/{session}/{trial_id}/{slot}".encode()))
+        # the key names the trial and slot as numbers: /007/ and /7/ are one image, dithered once
+        return png_bytes(dithered(rgb, self.secret + f"/{session}/{trial.id}/{int(slot)}".encode()))
 
 
 def make_app(service: StudyService, token: str | None = None, allowed_hosts=DEFAULT_HOSTS) -> AllowedHosts:
