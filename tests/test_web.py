@@ -48,8 +48,9 @@ def raw(base, request: bytes, timeout=10) -> tuple[int, dict | None]:
 
 def post(base, path, body: bytes, content_type="application/json", extra=b"", length=None, host=b"127.0.0.1"):
     length = str(len(body)).encode() if length is None else length
-    return raw(base, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\nContent-Type: "
-               + content_type.encode() + b"\r\nContent-Length: " + length + b"\r\n" + extra + b"\r\n" + body)
+    return raw(base, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+               + b"Content-Type: " + content_type.encode() + b"\r\nContent-Length: " + length + b"\r\n" + extra
+               + b"\r\n" + body)
 
 
 def test_json_bodies_are_validated(base):
