@@ -124,9 +124,12 @@ def test_an_attacker_who_never_looks_is_at_chance_and_excluded(attacked):
     assert len(scored) >= 200 and low <= sum(scored) <= high
     assert abs(np.mean(stored_right) - 0.5) > 0.2  # the stored files' sizes do tell real from fake
 
-    report(engine, "attacked", directory)
+    markdown = report(engine, "attacked", directory).read_text()
     statuses = [r["status"] for r in csv.DictReader(open(directory / "report" / "participants.csv"))]
     assert statuses == ["too fast"] * 7  # the claimed 600 ms does not count: the server's clock does
+    flagged = [r["times_disagree"] for r in csv.DictReader(open(directory / "report" / "trials.csv"))]
+    assert flagged == ["True"] * 7 * 52  # every answer claims 1600 ms the server did not see pass
+    assert "- too fast: 7 session(s)" in markdown and f"{7 * 52} answer(s) of 7 session(s) claim more" in markdown
     assert list(csv.DictReader(open(directory / "report" / "methods.csv"))) == []
 
 
