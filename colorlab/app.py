@@ -1,6 +1,6 @@
 """The interactive page for user-guided colourization:
 ``python -m colorlab.app ckpt=PATH [port=8765] [host=127.0.0.1] [max_upload_mb=10] [max_megapixels=4]
-[allowed_hosts=127.0.0.1,localhost] [size=N]``.
+[allowed_hosts=NAME,...] [size=N]``.
 
 Upload a photo and see the automatic colourization; click a point to add a hint (colour picker,
 or one of the colours suggested for that point); the result updates after each hint; undo, clear,
@@ -8,7 +8,9 @@ download. An optional overlay shows the model's per-pixel uncertainty (entropy o
 distribution), where a hint helps most. Serves on 127.0.0.1 unless told otherwise (Starlette under
 uvicorn, see colorlab.web); uploads over ``max_upload_mb`` or that do not decode as an image are
 refused with a message on the page, photos over ``max_megapixels`` are downscaled to it (said on the
-page), at most 256 hints per request; requests whose Host or Origin is not in ``allowed_hosts`` get 403.
+page), at most 256 hints per request; requests whose Host is neither 127.0.0.1, localhost nor one of
+``allowed_hosts``, or whose Origin is not such a name on the server's port, get 403. Slow and idle clients
+are handled as colorlab.web describes (a deadline for request heads, thousands of idle connections held).
 Memory: a kept upload is the photo as uint8 (3 bytes per pixel) plus ~0.3 MB at the working size, so
 16 uploads at the default 4 MP budget keep ~200 MB; photos are decoded one at a time and not while a
 result is rendered, up to 8 x ``max_megapixels`` (larger ones get 413), and colour conversions run on
@@ -63,7 +65,7 @@ OPTIONS = ("ckpt", "port", "host", "max_upload_mb", "size", "max_megapixels", "a
 MAX_IMAGES = 16  # uploads kept in memory (least recently used dropped)
 MAX_JSON_BYTES = 256 * 1024  # /api/colorize and /api/palette: MAX_HINTS points fit in ~100 KB
 MAX_HINTS = 256  # per request of the page
-MAX_CONNECTIONS = 128  # open at once (503 beyond); each buffers at most max_upload_mb of body
+MAX_REQUESTS = 128  # in progress at once (503 beyond); each buffers at most max_upload_mb of body
 DECODE_FACTOR = 8  # photos of up to 8 x max_megapixels are decoded (then downscaled); larger ones get 413
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 MMAP_THRESHOLD = 8 * 2**20  # blocks of 8 MB and more (images, tensors) are mapped and unmapped on their own
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"port must be in 0..65535. Got {port}")
         host = options.get("host", "127.0.0.1")
         limit_heap()
-        allowed = tuple(h for h in options.get("allowed_hosts", ",".join(DEFAULT_HOSTS)).split(",") if h)
+        allowed = web.local_hosts(options.get("allowed_hosts", ""), host)
         model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
         app = serve(colorizer, host, port, numbers["max_upload_mb"], numbers["max_megapixels"], allowed)
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hints = "hints on" if colorizer.takes_hints else "this checkpoint takes no hints"
     print(f"colorlab.app: http://{host}:{port}/ ({model.config['experiment']}, {hints}); Ctrl-C stops it")
-    web.serve(app, host, port, limit_concurrency=MAX_CONNECTIONS)
+    web.serve(app, host, port, limit_concurrency=MAX_REQUESTS)
     return 0
 
 

@@ -247,6 +247,9 @@ def test_app_under_load_and_abuse(tiny_checkpoint):
             time.sleep(0.2)  # connections the clients closed, as the server notices
         status, reply, after = request(port, "POST", "/api/colorize", json.dumps({"id": first["id"]}).encode())
         assert status == 200 and after < 10, (status, after)
+        deadline = time.monotonic() + 5
+        while open_sockets(server.pid) > sockets_before and time.monotonic() < deadline:
+            time.sleep(0.1)  # this request's connection, closed by the client, as the server notices
         sockets_after = open_sockets(server.pid)
         threads = int(proc_status(server.pid)["Threads"])
         for kind, values in latencies.items():
@@ -259,6 +262,49 @@ def test_app_under_load_and_abuse(tiny_checkpoint):
         assert peak + unkept < PEAK_RSS_BOUND, f"peak RSS {peak / 1e9:.2f} GB + {unkept / 1e9:.2f} GB"
         assert sockets_after <= sockets_before  # no connection left open (the first upload's may be closing then)
         assert threads <= 2 + 40 + os.cpu_count() * 2  # main, event loop, anyio's 40 workers, torch's pools
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.slow
+def test_app_answers_through_1000_idle_and_200_trickling_connections(tiny_checkpoint):
+    """A fresh upload is colourised within 5 s while 1200 connections hang; the server closes every one of them
+    once their request head is overdue, and its memory grows by little while it holds them."""
+    from colorlab.web import raise_open_files_limit
+    from tests.slow_clients import SlowClients
+
+    raise_open_files_limit(4096)  # this process holds the 1200 client sockets
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, "-m", "colorlab.app", f"ckpt={tiny_checkpoint}", f"port={port}"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "colorlab.app: http://" in server.stdout.readline()
+        threading.Thread(target=server.stdout.read, daemon=True).start()
+        deadline = time.monotonic() + 30  # the command prints its link just before it listens
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        photo = one_colour_png(64, 48)
+        assert request(port, "POST", "/api/upload", photo)[0] == 200  # warmed up: the model's first call
+        before = int(proc_status(server.pid)["VmRSS"]) * 1024
+        with SlowClients(port, idle=1000, trickling=200, limit_s=40) as slow:
+            time.sleep(1.0)
+            status, reply, seconds = request(port, "POST", "/api/upload", photo)
+            held = int(proc_status(server.pid)["VmRSS"]) * 1024 - before
+            deadline = time.monotonic() + 20
+            while slow.closed_by_server() < 1200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            closed = slow.closed_by_server()
+        print(f"upload answered in {seconds:.2f} s with 1200 slow connections; {closed} closed by the server; "
+              f"RSS +{held / 1e6:.0f} MB while holding them")
+        assert status == 200 and decoded_size(reply["result"]) == (64, 48) and seconds < 5
+        assert closed == 1200
+        assert held < 100e6
     finally:
         server.terminate()
         server.wait(30)

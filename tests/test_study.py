@@ -2,6 +2,8 @@
 (Concurrency, PostgreSQL and SIGKILL are in tests/test_study_load.py.)"""
 
 import csv
+import datetime as dt
+import io
 import json
 import urllib.error
 import urllib.request
@@ -19,7 +21,7 @@ from colorlab.study.server import StudyService, make_app
 from colorlab.web import start
 from tests.browser import chromium_path, launch
 
-SMALL = {"practice": "2", "trials": "6", "control_trials": "2", "display_ms": "300"}
+SMALL = {"practice": "2", "trials": "6", "control_trials": "2", "catch_trials": "0", "display_ms": "300"}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,20 @@ def request(url, body=None, content_type="application/json", headers=None):
         return e.code, json.loads(e.read())
 
 
+class FakeClock:
+    """The service's clock in tests: advanced by hand, or by ``step_ms`` at every reading."""
+
+    def __init__(self, step_ms: float = 0.0):
+        self.now, self.step_ms = db.now(), step_ms
+
+    def __call__(self):
+        self.advance(self.step_ms)
+        return self.now
+
+    def advance(self, ms: float) -> None:
+        self.now += dt.timedelta(milliseconds=ms)
+
+
 def count_answers(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(db.answers)).scalar_one()
@@ -49,7 +65,8 @@ def count_answers(engine) -> int:
 
 # -- design ------------------------------------------------------------------------------------
 def test_trial_lists_are_seeded_balanced_and_never_repeat_an_image():
-    settings = settings_from({"practice": "10", "trials": "40", "control_trials": "4", "n_images": "80"})
+    settings = settings_from({"practice": "10", "trials": "40", "control_trials": "4", "catch_trials": "0",
+                              "n_images": "80"})
     first = trial_list(settings, method_id=1, control_id=9, participant_number=3)
     assert first == trial_list(settings, 1, 9, 3) and first != trial_list(settings, 1, 9, 4)
     assert [t["position"] for t in first] == list(range(54))
@@ -58,7 +75,7 @@ def test_trial_lists_are_seeded_balanced_and_never_repeat_an_image():
     assert sum(t["method_id"] == 9 for t in first) == 4 and not any(t["method_id"] == 9 for t in first[:10])
     sides = [t["fake_slot"] for n in range(50) for t in trial_list(settings, 1, 9, n)]
     assert 0.45 < np.mean(sides) < 0.55  # the fake is on either side as often
-    single = settings_from({"protocol": "single", "practice": "4", "trials": "6"})
+    single = settings_from({"protocol": "single", "practice": "4", "trials": "6", "catch_trials": "0"})
     assert single["control_trials"] == 6  # as many real photos as fakes
     test = trial_list(single, 1, 9, 0)[4:]
     assert all(t["fake_slot"] == (t["method_id"] == 1) for t in test)
@@ -109,7 +126,7 @@ def test_created_study_holds_real_and_colourized_held_out_images(study):
 
     directory, name, engine = study
     folders = sorted(p.name for p in (directory / "images").iterdir())
-    assert folders == ["real", "regression_l2", "unet_bins"]
+    assert folders == ["catch", "real", "regression_l2", "unet_bins"]
     real = [np.asarray(Image.open(p)) for p in sorted((directory / "images/real").glob("*.png"))]
     fake = [np.asarray(Image.open(p)) for p in sorted((directory / "images/unet_bins").glob("*.png"))]
     assert len(real) == len(fake) == 10 and real[0].shape == fake[0].shape == (32, 32, 3)
@@ -207,7 +224,8 @@ def test_report_counts_simulated_participants_and_excludes_incomplete_and_hasty_
     """Participants who judge the fake real with a known per-method probability; the report's rates equal
     the rates computed here from what they answered; an incomplete and a too-fast session are excluded."""
     directory, name, engine = study
-    service = StudyService(engine, name, directory)
+    clock = FakeClock()
+    service = StudyService(engine, name, directory, clock=clock)
     rng = np.random.default_rng(0)
     p_fooled = {"regression_l2": 0.1, "unet_bins": 0.6, "real vs real (control)": 0.5}
     expected = {m: [0, 0] for m in p_fooled}
@@ -225,14 +243,16 @@ def test_report_counts_simulated_participants_and_excludes_incomplete_and_hasty_
             if record and not trial.practice:
                 expected[methods[trial.method_id]][0] += fooled
                 expected[methods[trial.method_id]][1] += 1
+            service.image(state["session"], str(trial.id), "0")  # the server's clock starts
+            clock.advance(response_ms)
             state = service.answer({"session": state["session"], "trial": trial.id, "choice": choice,
                                     "response_ms": response_ms, "shown_ms": 300.0})
         return state
 
     for _ in range(12):
-        assert play(10, 600.0, record=True)["done"]
-    play(4, 600.0, record=False)  # left after 4 trials
-    play(10, 40.0, record=False)  # clicked through
+        assert play(10, 1400.0, record=True)["done"]  # 500 ms fixation + 300 ms display + 600 ms to answer
+    play(4, 1400.0, record=False)  # left after 4 trials
+    play(10, 340.0, record=False)  # clicked through, answering 40 ms after the images were hidden
     with engine.begin() as conn:  # keep only this test's participants (the others ran other tests)
         conn.execute(sa.delete(db.answers).where(db.answers.c.participant_id.in_(before)))
         conn.execute(sa.delete(db.trials).where(db.trials.c.participant_id.in_(before)))
@@ -245,7 +265,9 @@ def test_report_counts_simulated_participants_and_excludes_incomplete_and_hasty_
         assert float(rows[method]["ci_low"]) <= judged / shown <= float(rows[method]["ci_high"])
     assert int(rows["unet_bins"]["participants"]) == int(rows["regression_l2"]["participants"]) == 6
     assert "14 participants, 12 included, 2 excluded" in markdown
-    assert "incomplete (4 of 10 answered)" in markdown and "too fast (median response 40 ms" in markdown
+    assert "- incomplete: 1 session(s)" in markdown and "- too fast: 1 session(s)" in markdown
+    statuses = {r["status"]: r["detail"] for r in csv.DictReader(open(directory / "report" / "participants.csv"))}
+    assert statuses["incomplete"] == "4 of 10 answered" and statuses["too fast"].startswith("median 340 ms")
     images = list(csv.DictReader(open(directory / "report" / "images.csv")))
     assert sum(int(r["trials"]) for r in images) == sum(shown for _, shown in expected.values())
     assert (directory / "report" / "fooling_rates.png").stat().st_size > 5000
@@ -286,7 +308,9 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
                 if answered < 2:
                     page.wait_for_function("document.getElementById('feedback').textContent !== ''", timeout=10_000)
                     feedback.append(page.inner_text("#feedback"))
+                    assert page.inner_text("#counter") == f"trial {answered + 1} of 10"  # the trial judged
             page.wait_for_selector("body[data-screen=thanks]", timeout=30_000)
+            code = page.inner_text("#code")
             browser.close()
     finally:
         server.should_exit = True
@@ -298,6 +322,8 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
     truths = ["left" if side == 1 else "right" for side in sides[:2]]  # the real side of each practice trial
     assert feedback == [("Right: " if t == "left" else "No: ") + f"the {t} one was real." for t in truths]
     assert [r.shown_ms for r in rows] == pytest.approx(shown, abs=0.1)
+    with engine.connect() as conn:
+        assert code == db.settings_of(db.study_row(conn, "browser"))["completion_code"]
     markdown = report(engine, "browser", directory).read_text()
     assert "1 participants, 1 included" in markdown
     fooled = sum(side == 0 for side in sides[2:])  # "Left" picked as real: fooled when the fake was left
@@ -310,14 +336,48 @@ def test_participant_page_in_headless_chromium(study_checkpoints, tmp_path):
 
 
 
+def test_page_of_a_study_closed_mid_session_says_so_and_stays(study_checkpoints, tmp_path):
+    """A participant from a platform (?PROLIFIC_PID=) answers once; the study is closed; the next answer shows the
+    closed screen, which stays (the page fetches no trial again); the platform id is stored."""
+    chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    directory = create_study("closed", study_checkpoints[:1], settings_from(SMALL), root=tmp_path)
+    engine = db.connect(f"sqlite:///{directory / 'study.db'}")
+    server, url = start(make_app(StudyService(engine, "closed", directory)))
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            page = browser.new_page()
+            page.goto(url + "/?PROLIFIC_PID=60a1b2c3d4e5f6a7b8c9d0e1")
+            page.click("#start")
+            page.wait_for_selector("#question.open", timeout=30_000)
+            page.click("#choices button >> nth=0")
+            page.wait_for_selector("#question.open", timeout=30_000)
+            assert study_main(["close", "name=closed", f"root={tmp_path}"]) == 0
+            page.click("#choices button >> nth=0")
+            page.wait_for_selector("body[data-screen=closed]", timeout=10_000)
+            page.wait_for_timeout(1500)
+            assert page.get_attribute("body", "data-screen") == "closed"
+            assert "The study is closed" in page.inner_text("#closed")
+            browser.close()
+    finally:
+        server.should_exit = True
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.participants.c.external_id)).scalars().all() == ["60a1b2c3d4e5f6a7b8c9d0e1"]
+    assert count_answers(engine) == 1
+
+
 def test_single_image_protocol_serves_one_image_and_scores_real_and_fake(study_checkpoints, tmp_path):
-    """A participant who always recognises the image (by comparing it with the real photo's file) gets every
+    """A participant who always recognises the image (by comparing its pixels with the real photo's) gets every
     practice trial right, a fooling rate of 0 for the method and 100% 'real' for the control photos."""
-    settings = settings_from({"protocol": "single", "practice": "2", "trials": "4"})
+    from PIL import Image
+
+    settings = settings_from({"protocol": "single", "practice": "2", "trials": "4", "catch_trials": "0"})
     directory = create_study("single", study_checkpoints[:1], settings, root=tmp_path)
     engine = db.connect(f"sqlite:///{directory / 'study.db'}")
-    server, url = start(make_app(StudyService(engine, "single", directory)))
-    real = {p.read_bytes() for p in (directory / "images" / "real").glob("*.png")}
+    server, url = start(make_app(StudyService(engine, "single", directory, clock=FakeClock(step_ms=2000))))
+    real = [np.asarray(Image.open(p), dtype=int) for p in sorted((directory / "images" / "real").glob("*.png"))]
     try:
         for _ in range(2):
             _, state = request(url + "/api/session", {})
@@ -327,8 +387,10 @@ def test_single_image_protocol_serves_one_image_and_scores_real_and_fake(study_c
                 code, png = request(url + trial["images"][0])
                 assert code == 200 and png.startswith(b"\x89PNG")
                 assert request(url + trial["images"][0][:-1] + "1")[0] == 400  # one slot only
+                pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=int)
+                is_real = any(np.abs(pixels - r).max() <= 1 for r in real)  # the dither moves a level at most
                 code, state = request(url + "/api/answer", {"session": state["session"], "trial": trial["id"],
-                                                            "choice": int(png in real), "response_ms": 500})
+                                                            "choice": int(is_real), "response_ms": 500})
                 assert code == 200 and state.get("correct", True)
     finally:
         server.should_exit = True

@@ -28,7 +28,7 @@ from colorlab.study.server import StudyService, make_app
 from colorlab.web import start
 from tests import pg
 
-SMALL = {"practice": "2", "trials": "6", "control_trials": "2", "display_ms": "300"}
+SMALL = {"practice": "2", "trials": "6", "control_trials": "2", "catch_trials": "0", "display_ms": "300"}
 N_TRIALS = 10  # practice + trials + control_trials
 REQUEST_TIMEOUT = 30  # seconds for one HTTP request
 RUN_TIMEOUT = 120  # seconds for all participants to finish
@@ -174,7 +174,8 @@ def test_concurrent_participants_lose_and_duplicate_nothing(backend, study_check
     served = server = None
     try:
         if backend == "postgresql":  # the real command: two processes share the one database
-            served = Served(name, tmp_path, pg.free_port(), tmp_path / "serve.log", "workers=2", f"db={db_url}").start()
+            served = Served(name, tmp_path, pg.free_port(), tmp_path / "serve.log", "workers=2", f"db={db_url}",
+                            "sessions_per_hour=1000").start()  # 50 participants from one address
             url = served.url
         else:
             server, url = start(make_app(StudyService(engine, name, directory)), limit_concurrency=256)
@@ -237,7 +238,7 @@ def test_answers_survive_sigkill_and_participants_resume(study_checkpoints, tmp_
     n_participants, name = 20, "killed"
     directory = create_study(name, study_checkpoints, settings_from(SMALL), root=tmp_path)
     engine = db.connect(f"sqlite:///{directory / 'study.db'}")
-    served = Served(name, tmp_path, pg.free_port(), tmp_path / "serve.log").start()
+    served = Served(name, tmp_path, pg.free_port(), tmp_path / "serve.log", "sessions_per_hour=1000").start()
     down, up, half = threading.Event(), threading.Event(), threading.Event()
     lock, acknowledged = threading.Lock(), {}  # session -> {position: (trial, choice)} that got a 200
     interrupted = []  # (session, path) of requests cut off by the kill

@@ -8,7 +8,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from colorlab.web import AllowedHosts, json_error_handlers, read_body, read_json, start
+from colorlab.web import AllowedHosts, json_error_handlers, local_hosts, read_body, read_json, start
 
 LIMIT = 1000
 
@@ -46,10 +46,11 @@ def raw(base, request: bytes, timeout=10) -> tuple[int, dict | None]:
         return status, None
 
 
-def post(base, path, body: bytes, content_type="application/json", extra=b"", length=None):
+def post(base, path, body: bytes, content_type="application/json", extra=b"", length=None, host=b"127.0.0.1"):
     length = str(len(body)).encode() if length is None else length
-    return raw(base, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: "
-               + content_type.encode() + b"\r\nContent-Length: " + length + b"\r\n" + extra + b"\r\n" + body)
+    return raw(base, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+               + b"Content-Type: " + content_type.encode() + b"\r\nContent-Length: " + length + b"\r\n" + extra
+               + b"\r\n" + body)
 
 
 def test_json_bodies_are_validated(base):
@@ -89,4 +90,19 @@ def test_host_and_origin_allow_list(base):
         status, reply = post(base, "/json", body, extra=b"Origin: " + origin + b"\r\n")
         assert status == 403 and "are not accepted" in reply["error"], origin
     port = base.rsplit(":", 1)[1].encode()
-    assert post(base, "/json", body, extra=b"Origin: http://localhost:" + port + b"\r\n") == (200, {"keys": []})
+    for host in (b"localhost:" + port, b"127.0.0.1:" + port):  # the page's own origin, either local name
+        assert post(base, "/json", body, extra=b"Origin: http://localhost:" + port + b"\r\n", host=host) == \
+            (200, {"keys": []})
+    # another local server's page (another port) is another origin, as is a page of a different scheme's port
+    for origin in (b"http://localhost:9999", b"http://localhost", b"https://localhost", b"ftp://localhost:" + port):
+        status, reply = post(base, "/json", body, extra=b"Origin: " + origin + b"\r\n", host=b"localhost:" + port)
+        assert status == 403 and "are not accepted" in reply["error"], origin
+    # behind a reverse proxy for https that passes Host on without a port: the page is https on 443
+    assert post(base, "/json", body, extra=b"Origin: https://localhost\r\n", host=b"localhost") == (200, {"keys": []})
+
+
+def test_local_names_stay_allowed_when_others_are_added():
+    assert local_hosts("study.example.org,192.0.2.7") == ("127.0.0.1", "localhost", "study.example.org",
+                                                          "192.0.2.7")
+    assert local_hosts([], "10.1.2.3") == ("127.0.0.1", "localhost", "10.1.2.3")
+    assert local_hosts("", "0.0.0.0") == ("127.0.0.1", "localhost")

@@ -1,19 +1,22 @@
 """A human study of realism: real-vs-fake trials, stored in a database, reported with 95% intervals.
 
     python -m colorlab.study create name=NAME ckpt=A.ckpt [ckpt=B.ckpt ...] [protocol=2afc|single]
-        [display_ms=1000] [practice=10] [trials=40] [control_trials=4] [n_images=...] [seed=0]
-        [min_response_ms=150] [data=GROUP] [data.KEY=VALUE ...] [root=studies] [db=URL]
+        [display_ms=1000] [practice=10] [trials=40] [control_trials=4] [catch_trials=4] [min_catch_percent=75]
+        [completion_code=CODE] [n_images=...] [seed=0] [min_response_ms=150] [data=GROUP] [data.KEY=VALUE ...]
+        [root=studies] [db=URL]
     python -m colorlab.study serve name=NAME [host=127.0.0.1] [port=8770] [token=SECRET] [workers=1]
-        [allowed_hosts=127.0.0.1,localhost] [root=studies] [db=URL]
+        [allowed_hosts=NAME,...] [sessions_per_hour=4] [root=studies] [db=URL]
     python -m colorlab.study report name=NAME [root=studies] [db=URL]
     python -m colorlab.study close name=NAME [root=studies] [db=URL]
 
 ``create`` colourizes held-out images with every checkpoint and stores the design in ``root/NAME``
 (SQLite ``study.db`` there, or the database ``db=`` names, e.g. postgresql://user:pw@host/db; the
 password is never written to disk, so give db= again to serve/report/close). ``serve`` runs the
-participants' page (share http://HOST:PORT/?token=SECRET when a token is set; with PostgreSQL,
-``workers=N`` processes share the study). ``report`` writes ``root/NAME/report/``. ``close`` ends the
-study: later answers are refused.
+participants' page (share http://HOST:PORT/?token=SECRET when a token is set, with
+``&PROLIFIC_PID={{%PROLIFIC_PID%}}`` or ``&pid=ID`` from a crowdsourcing platform; with PostgreSQL,
+``workers=N`` processes share the study; ``allowed_hosts`` adds names to 127.0.0.1 and localhost;
+``sessions_per_hour`` caps the new sessions of one client address, see docs/study.md). ``report`` writes
+``root/NAME/report/``. ``close`` ends the study: later answers are refused.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from colorlab.config import usage_exit_code
 
 COMMON = ("name", "root", "db")
 OPTIONS = {
-    "create": COMMON + ("ckpt", "protocol", "display_ms", "practice", "trials", "control_trials", "n_images",
-                        "seed", "min_response_ms", "data"),
-    "serve": COMMON + ("host", "port", "token", "workers", "allowed_hosts"),
+    "create": COMMON + ("ckpt", "protocol", "display_ms", "practice", "trials", "control_trials", "catch_trials",
+                        "min_catch_percent", "completion_code", "n_images", "seed", "min_response_ms", "data"),
+    "serve": COMMON + ("host", "port", "token", "workers", "allowed_hosts", "sessions_per_hour"),
     "report": COMMON,
     "close": COMMON,
 }
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(options: dict[str, str], engine, directory: Path, url: str) -> int:
     from colorlab import web
-    from colorlab.study.server import ENV, StudyService, make_app
+    from colorlab.study.server import ENV, MAX_REQUESTS, SESSIONS_PER_HOUR, StudyService, make_app
 
     host = options.get("host", "127.0.0.1")
     port, workers = int(options.get("port", 8770)), int(options.get("workers", 1))
@@ -130,18 +133,20 @@ def serve(options: dict[str, str], engine, directory: Path, url: str) -> int:
     if host in ("0.0.0.0", "::") and "allowed_hosts" not in options:
         raise ValueError(f"host={host} listens on every interface: say which host names participants will type "
                          "with allowed_hosts=study.example.org,192.0.2.7 (other Host headers get 403)")
-    default_hosts = ["127.0.0.1", "localhost"] + ([] if host in ("0.0.0.0", "::", "127.0.0.1") else [host])
-    allowed = [h for h in options.get("allowed_hosts", ",".join(default_hosts)).split(",") if h]
+    allowed = list(web.local_hosts(options.get("allowed_hosts", ""), host))
+    per_hour = options.get("sessions_per_hour", str(SESSIONS_PER_HOUR))
+    if not per_hour.isascii() or not per_hour.isdigit() or not 1 <= int(per_hour) <= 1_000_000:
+        raise ValueError(f"sessions_per_hour must be a whole number in 1..1000000. Got {per_hour!r}")
     token = options.get("token")
-    service = StudyService(engine, options["name"], directory)  # checks the study opens before serving
+    service = StudyService(engine, options["name"], directory, int(per_hour))  # checks the study opens before serving
     link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     print(f"colorlab.study: {options['name']} at {link} ({workers} worker(s)); Ctrl-C stops it")
     if workers == 1:
-        web.serve(make_app(service, token, allowed), host, port, limit_concurrency=256)
+        web.serve(make_app(service, token, allowed), host, port, limit_concurrency=MAX_REQUESTS)
     else:
         os.environ[ENV] = json.dumps({"db": url, "name": options["name"], "directory": str(directory.resolve()),
-                                      "token": token, "allowed_hosts": allowed})
-        web.serve_workers("colorlab.study.server:app_from_env", workers, host, port, limit_concurrency=256)
+                                      "token": token, "allowed_hosts": allowed, "sessions_per_hour": int(per_hour)})
+        web.serve_workers("colorlab.study.server:app_from_env", workers, host, port)
     return 0
 
 

@@ -3,7 +3,8 @@
 The images are the first ``n_images`` of the validation split of the first checkpoint's data
 (deterministic; ``data=...`` / ``data.KEY=...`` choose another source), so no method was trained on
 them. Every checkpoint must work at the same image size (real and fake must not differ in size).
-Files: ``DIR/images/real/NNNN.png`` and ``DIR/images/<method>/NNNN.png`` (uint8 sRGB at data.size),
+Files: ``DIR/images/real/NNNN.png``, ``DIR/images/<method>/NNNN.png`` (uint8 sRGB at data.size) and
+``DIR/images/catch/NNNN.png`` (the real photo with its hues turned by 180 degrees, for catch trials),
 ``DIR/study.json`` (settings, methods, the database when it is not ``DIR/study.db``; never a
 password). Nothing is written until every input has been checked; a study name in use is refused
 before anything is computed.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def study_directory(root: Path, name: str) -> Path:
 
 def method_names(experiments: list[str]) -> list[str]:
     """Experiment names as folder names, made unique with -2, -3, ... (two checkpoints of one experiment)."""
-    names, seen = [], {"real": 1}  # images/real/ holds the real photos
+    names, seen = [], {"real": 1, "catch": 1}  # images/real/ and images/catch/ are taken
     for experiment in experiments:
         experiment = re.sub(r"[^A-Za-z0-9_-]", "_", experiment)[:60] or "method"
         seen[experiment] = seen.get(experiment, 0) + 1
@@ -69,6 +71,16 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
                 if len(images[name]) == n_images:
                     break
     return images
+
+
+def hue_rotated(rgb):
+    """uint8 (H, W, 3) -> the same photo with a and b negated in Lab (hues turned by 180 degrees, lightness
+    kept): skin turns blue-green, sky orange; an obviously wrong colouring for catch trials."""
+    from colorlab.color import lab_to_uint8, uint8_to_lab
+
+    lab = uint8_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])  # (1, 3, H, W)
+    lab[:, 1:] *= -1
+    return lab_to_uint8(lab)[0].permute(1, 2, 0).numpy()
 
 
 def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path = Path("studies"),
@@ -107,6 +119,7 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
                          "on the same images at one size: use checkpoints trained at one data.size")
     names = method_names([m.config["experiment"] for m in models])
     images = held_out_images(cfg, settings["n_images"], models, names)
+    images["catch"] = [hue_rotated(rgb) for rgb in images["real"]]
 
     partial = directory.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -124,7 +137,7 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
         with engine.begin() as conn:
             study_id = conn.execute(db.studies.insert().values(
                 name=name, protocol=settings["protocol"], settings=json.dumps(settings),
-                created_at=db.now())).inserted_primary_key[0]
+                created_at=db.now(), secret=secrets.token_hex(32))).inserted_primary_key[0]
             conn.execute(db.methods.insert(), [
                 {"study_id": study_id, "name": n, "directory": n, "checkpoint": str(p), "is_control": False}
                 for n, p in zip(names, checkpoints, strict=True)]

@@ -8,13 +8,18 @@ while an answer is checked and stored, and a unique (participant, position) inde
 duplicated answer impossible whatever the timing.
 
 Tables (one database can hold several studies):
-  studies       name, protocol (2afc | single), settings (JSON), created_at, closed_at
+  studies       name, protocol (2afc | single), settings (JSON), created_at, closed_at, secret (random: keys
+                the per-session dither of the images and the hashes of client addresses; never shown)
   methods       the checkpoints compared, plus the "real vs real" control (is_control)
   images        held-out image index -> file stem; the method's image is images/<method>/<stem>.png
-  participants  an opaque session id (128 random bits), the method assigned, started/finished; nothing personal
-  trials        each participant's trial list, fixed when the session starts: position, practice,
-                image, method, fake_slot (2afc: the side of the non-real image, 0 left 1 right)
-  answers       one per (participant, position): choice, response_ms, shown_ms, answered_at
+  participants  an opaque session id (128 random bits), the method assigned, started/finished, the platform's
+                participant id when the link carried one (one session per id), a keyed hash of the client
+                address (the cap on new sessions per address; the address itself is not stored)
+  trials        each participant's trial list, fixed when the session starts: position, practice, catch,
+                image, method, fake_slot (2afc: the side of the non-real image, 0 left 1 right), served_at
+                (when the server first sent one of the trial's images)
+  answers       one per (participant, position): choice, response_ms and shown_ms (measured by the page),
+                server_ms (measured by the server: first image byte sent -> answer received), answered_at
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ studies = sa.Table(
     sa.Column("settings", sa.Text, nullable=False),  # JSON: display_ms, practice, trials, ...
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("secret", sa.String(64), nullable=False),
 )
 methods = sa.Table(
     "methods", metadata,
@@ -65,6 +71,9 @@ participants = sa.Table(
     sa.Column("n_trials", sa.Integer, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("external_id", sa.String(64)),
+    sa.Column("client", sa.String(32), index=True),
+    sa.UniqueConstraint("study_id", "external_id"),
 )
 trials = sa.Table(
     "trials", metadata,
@@ -75,6 +84,8 @@ trials = sa.Table(
     sa.Column("image_id", sa.ForeignKey("images.id"), nullable=False),
     sa.Column("method_id", sa.ForeignKey("methods.id"), nullable=False),
     sa.Column("fake_slot", sa.Integer, nullable=False),
+    sa.Column("catch", sa.Boolean, nullable=False, default=False),
+    sa.Column("served_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("participant_id", "position"),
 )
 answers = sa.Table(
@@ -86,6 +97,7 @@ answers = sa.Table(
     sa.Column("choice", sa.Integer, nullable=False),
     sa.Column("response_ms", sa.Float, nullable=False),
     sa.Column("shown_ms", sa.Float),
+    sa.Column("server_ms", sa.Float),
     sa.Column("answered_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("participant_id", "position"),
 )

@@ -4,11 +4,18 @@ A method's fooling rate is the share of its test trials (practice excluded) in w
 judged real (see colorlab.study.design). Trials of one participant are not independent (people
 differ in how easily they are fooled), so the interval is a bootstrap over participants: resample
 participants with replacement, pool their trials, read percentiles of the pooled rate, widened for
-small samples (expanded percentile interval, see ``bootstrap_rate``). Included: complete sessions whose median response
-time is at least ``min_response_ms`` (faster is clicking without looking); the rest are listed as
-excluded with the reason.
+small samples (expanded percentile interval, see ``bootstrap_rate``). Catch trials are scored for no
+method. Included: complete sessions that loaded every test trial's images, whose median response time
+measured by the server (first image byte sent -> answer received, less display_ms) is at least
+``min_response_ms`` (faster is answering without looking; the page's own measure can be forged), and
+that got at least ``min_catch_percent`` of their catch trials right. The report gives one line per
+exclusion reason; ``participants.csv`` has every session's status.
 
-Writes ``DIR/report/report.md``, ``methods.csv``, ``images.csv`` and ``fooling_rates.png``.
+The page's times (shown_ms + response_ms) are kept beside the server's; an answer is flagged in
+``trials.csv`` when the page claims more time than the server saw pass (by over DISAGREE_MS).
+
+Writes ``DIR/report/report.md``, ``methods.csv``, ``images.csv``, ``participants.csv``, ``trials.csv``
+and ``fooling_rates.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from colorlab.study import db
-from colorlab.study.design import judged_real
+from colorlab.study.design import correct, judged_real
+
+DISAGREE_MS = 250.0  # network and decoding leave the page's times short of the server's, never above by more
 
 
 def bootstrap_rate(judged: np.ndarray, counts: np.ndarray, n_boot: int = 4000, seed: int = 0,
@@ -54,34 +63,58 @@ def bootstrap_rate(judged: np.ndarray, counts: np.ndarray, n_boot: int = 4000, s
 def load_trials(conn, study) -> list[dict]:
     """Every answered trial of the study: participant, method, image, practice, judged_real, times."""
     p, t, a, m, i = db.participants, db.trials, db.answers, db.methods, db.images
-    query = (sa.select(p.c.id.label("participant"), m.c.name.label("method"), m.c.is_control, i.c.stem,
-                       t.c.practice, t.c.fake_slot, a.c.choice, a.c.response_ms, a.c.shown_ms)
+    query = (sa.select(p.c.id.label("participant"), p.c.external_id, m.c.name.label("method"), m.c.is_control,
+                       i.c.stem, t.c.position, t.c.practice, t.c.catch, t.c.fake_slot, a.c.choice, a.c.response_ms,
+                       a.c.shown_ms, a.c.server_ms)
              .select_from(a.join(t, a.c.trial_id == t.c.id).join(p, t.c.participant_id == p.c.id)
                           .join(m, t.c.method_id == m.c.id).join(i, t.c.image_id == i.c.id))
              .where(p.c.study_id == study.id).order_by(p.c.id, a.c.position))
-    return [{**row._asdict(), "judged_real": judged_real(study.protocol, row.choice, row.fake_slot)}
-            for row in conn.execute(query)]
+    rows = []
+    for row in conn.execute(query):
+        page_ms = (row.shown_ms or 0) + row.response_ms
+        rows.append({**row._asdict(), "judged_real": judged_real(study.protocol, row.choice, row.fake_slot),
+                     "correct": correct(study.protocol, row.choice, row.fake_slot),
+                     "times_disagree": row.server_ms is None or page_ms > row.server_ms + DISAGREE_MS})
+    return rows
 
 
-def participant_status(conn, study, trials: list[dict], min_response_ms: float) -> dict[int, str]:
-    """participant id -> 'included', 'incomplete (k of n)' or 'too fast (median N ms)'."""
+def participant_status(conn, study, trials: list[dict], settings: dict) -> dict[int, tuple[str, str]]:
+    """participant id -> (reason, detail): ('included', ''), ('incomplete', 'k of n answered'),
+    ('images not loaded', ...), ('too fast', 'median N ms'), ('failed catch trials', 'k of n right')."""
+    floor = settings["display_ms"] + settings["min_response_ms"]
+    need = settings.get("min_catch_percent", 0) / 100
     status = {}
     for pid, n_trials in conn.execute(sa.select(db.participants.c.id, db.participants.c.n_trials)
                                       .where(db.participants.c.study_id == study.id)):
         own = [t for t in trials if t["participant"] == pid]
-        test = [t["response_ms"] for t in own if not t["practice"]]
+        test = [t for t in own if not t["practice"]]
+        catch = [t["correct"] for t in test if t["catch"]]
+        unloaded = sum(t["server_ms"] is None for t in test)
         if len(own) < n_trials:
-            status[pid] = f"incomplete ({len(own)} of {n_trials} answered)"
-        elif test and np.median(test) < min_response_ms:
-            status[pid] = f"too fast (median response {np.median(test):.0f} ms < {min_response_ms:g} ms)"
+            status[pid] = ("incomplete", f"{len(own)} of {n_trials} answered")
+        elif unloaded:
+            status[pid] = ("images not loaded", f"{unloaded} test trial(s) answered before their images were sent")
+        elif test and np.median([t["server_ms"] for t in test]) < floor:
+            median = np.median([t["server_ms"] for t in test])
+            status[pid] = ("too fast", f"median {median:.0f} ms from the images to the answer")
+        elif catch and np.mean(catch) < need:
+            status[pid] = ("failed catch trials", f"{sum(catch)} of {len(catch)} right")
         else:
-            status[pid] = "included"
+            status[pid] = ("included", "")
     return status
+
+
+REASONS = {"incomplete": "left before the last trial",
+           "images not loaded": "answered trials whose images the server never sent",
+           "too fast": "median time from the trial's images to the answer, measured by the server, under "
+                       "display_ms + min_response_ms ({floor} ms)",
+           "failed catch trials": "picked the hue-rotated image (or called it real) in over {miss}% of catch trials"}
 
 
 def summarise(trials: list[dict], status: dict[int, str], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(per-method rows, per-image rows) over included participants' test trials."""
-    scored = [t for t in trials if not t["practice"] and status.get(t["participant"]) == "included"]
+    scored = [t for t in trials if not t["practice"] and not t["catch"]
+              and status.get(t["participant"], ("",))[0] == "included"]
     rows = []
     controls = {t["method"] for t in trials if t["is_control"]}
     for method in sorted({t["method"] for t in scored}, key=lambda name: (name in controls, name)):
@@ -134,7 +167,9 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
             raise ValueError(f"no study named {name!r} in {db.redacted(str(engine.url))}")
         settings = db.settings_of(study)
         trials = load_trials(conn, study)
-        status = participant_status(conn, study, trials, settings["min_response_ms"])
+        status = participant_status(conn, study, trials, settings)
+        external = dict(conn.execute(sa.select(db.participants.c.id, db.participants.c.external_id)
+                                     .where(db.participants.c.study_id == study.id)).all())
     rows, images = summarise(trials, status, seed=settings["seed"])
     out = directory / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -147,17 +182,31 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
         writer = csv.DictWriter(f, ["method", "image", "judged_real", "trials", "rate"])
         writer.writeheader()
         writer.writerows(images)
+    with open(out / "participants.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["participant", "pid", "status", "detail"])
+        writer.writerows([p, external.get(p) or "", *status[p]] for p in sorted(status))
+    columns = ["participant", "position", "practice", "catch", "method", "image", "choice", "judged_real",
+               "server_ms", "response_ms", "shown_ms", "times_disagree"]
+    with open(out / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**t, "image": t["stem"]} for t in trials)
     if rows:
         plot(rows, study.protocol, out / "fooling_rates.png")
-    included = [p for p, s in status.items() if s == "included"]
-    excluded = {p: s for p, s in status.items() if s != "included"}
+    included = [p for p, s in status.items() if s[0] == "included"]
+    excluded: dict[str, int] = {}
+    for reason, _ in status.values():
+        if reason != "included":
+            excluded[reason] = excluded.get(reason, 0) + 1
+    disagree = [t for t in trials if t["times_disagree"] and t["server_ms"] is not None]
     shown = np.array([t["shown_ms"] for t in trials if t["shown_ms"] is not None])
     question = "which of two is real (2AFC)" if study.protocol == "2afc" else "real or fake (single image)"
     lines = [f"# Study {name}: {question}", "",
-             f"{len(status)} participants, {len(included)} included, {len(excluded)} excluded; "
+             f"{len(status)} participants, {len(included)} included, {len(status) - len(included)} excluded; "
              f"{sum(r['trials'] for r in rows)} scored trials. Display time {settings['display_ms']} ms; "
              f"{settings['practice']} practice + {settings['trials']} test + {settings['control_trials']} control "
-             "trials per participant.", ""]
+             f"+ {settings.get('catch_trials', 0)} catch trials per participant.", ""]
     if shown.size:
         lines += [f"Display time measured in the page: median {np.median(shown):.0f} ms, 5-95% "
                   f"{np.percentile(shown, 5):.0f}-{np.percentile(shown, 95):.0f} ms.", ""]
@@ -173,7 +222,17 @@ def report(engine: sa.Engine, name: str, directory: Path) -> Path:
     lines += ["", f"Fooling rate: how often the method's image was judged real. {control_note} Intervals: "
               "expanded-percentile bootstrap over participants (4000 resamples; none with fewer than 2).", ""]
     if excluded:
-        lines += ["Excluded sessions:", ""] + [f"- participant {p}: {s}" for p, s in sorted(excluded.items())] + [""]
-    lines += ["Files: methods.csv, images.csv (per-image rates), fooling_rates.png.", ""]
+        values = {"floor": settings["display_ms"] + settings["min_response_ms"],
+                  "miss": 100 - settings.get("min_catch_percent", 0)}
+        lines += ["Excluded sessions, by reason (each session under its first reason; participants.csv lists "
+                  "them):", ""]
+        lines += [f"- {reason}: {n} session(s), {REASONS[reason].format(**values)}" for reason, n in excluded.items()]
+        lines.append("")
+    if disagree:
+        lines += [f"{len(disagree)} answer(s) of {len({t['participant'] for t in disagree})} session(s) claim more "
+                  f"time in the page than the server saw pass (by over {DISAGREE_MS:g} ms): flagged in trials.csv.",
+                  ""]
+    lines += ["Files: methods.csv, images.csv (per-image rates), participants.csv (status and platform id of "
+              "every session), trials.csv (every answer, the server's and the page's times), fooling_rates.png.", ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
