@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         cfg = override(OmegaConf.create(model.config), overrides)
         if cfg.evaluate.protocol not in PROTOCOLS:
-            raise ConfigError(f"evaluate.protocol must be one of {PROTOCOLS}. Got {cfg.evaluate.protocol!r}")
+            raise ConfigError(f"evaluate.protocol={cfg.evaluate.protocol!r} is not a protocol; valid: "
+                              f"{', '.join(p for p in PROTOCOLS if p)} (or null: none)")
         if any(t < 0 for t in cfg.evaluate.temperatures):
             raise ConfigError(f"evaluate.temperatures must be >= 0. Got {list(cfg.evaluate.temperatures)}")
         if hasattr(model, "frequent_decode"):  # a decoding choice: model.frequent_decode=kept decodes as before

@@ -113,7 +113,7 @@ def test_classification_accuracy_on_a_labelled_folder(bins_run, tmp_path, monkey
     assert evaluate_main([*folder, "evaluate.classify=true"]) == 2
     assert "needs labelled images: data=folder data.root=DIR data.labels=true" in capsys.readouterr().err
     assert evaluate_main([*folder, "protocol=table9"]) == 2
-    assert "evaluate.protocol must be one of (None, 'ddcolor')" in capsys.readouterr().err
+    assert "is not a protocol; valid: ddcolor, zhang16, zhang17 (or null: none)" in capsys.readouterr().err
 
 
 def test_hints_protocol_shows_learning_on_held_out_scenes(hints_checkpoint, tmp_path, capsys):

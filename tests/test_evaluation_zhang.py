@@ -103,7 +103,7 @@ def test_protocol_errors_are_one_line(imported, capsys):
     for argv, message in (([f"ckpt={paths['eccv16']}", "protocol=zhang16"], "reads the images of a folder"),
                           ([f"ckpt={paths['eccv16']}", "protocol=zhang17", "data=folder", f"data.root={photos}"],
                            "needs a model that takes hints"),
-                          ([f"ckpt={paths['eccv16']}", "protocol=zhang18"], "valid: zhang16, zhang17")):
+                          ([f"ckpt={paths['eccv16']}", "protocol=zhang18"], "valid: ddcolor, zhang16, zhang17")):
         assert evaluate_main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
