@@ -47,6 +47,7 @@ from starlette.routing import Route
 from torch import Tensor
 
 from colorlab import web
+from colorlab.cli import error
 from colorlab.colorize import PhotoColorizer, Prepared
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, HintsError, parse_hints, parse_point
@@ -297,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
         app = serve(colorizer, host, port, numbers["max_upload_mb"], numbers["max_megapixels"], allowed)
     except (FileNotFoundError, ValueError) as e:
-        print(f"colorlab.app: error: {e}", file=sys.stderr)
-        return 2
+        return error("app", e)
     hints = "hints on" if colorizer.takes_hints else "this checkpoint takes no hints"
     print(f"colorlab.app: http://{host}:{port}/ ({model.config['experiment']}, {hints}); Ctrl-C stops it")
     web.serve(app, host, port, limit_concurrency=MAX_REQUESTS)

@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from colorlab.cli import error
 from colorlab.color import AB_NORM, L_CENTER, L_NORM, lab_to_uint8, uint8_to_lab
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, encode_hints, load_hints
@@ -309,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             number.get("saturation", 1.0), int(options.get("palette", 0)),
             parse_point(options["palette_at"]) if "palette_at" in options else None)
     except (FileNotFoundError, ValueError) as e:  # ConfigError and HintsError are ValueErrors
-        print(f"colorlab.colorize: error: {e}", file=sys.stderr)
-        return 2
+        return error("colorize", e)
     print(f"{len(written)} files written to {options['out']}")
     if skipped:
         print(summarize_skips(skipped, options["input"]))

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, usage_exit_code
 from colorlab.data import DeviceBatches, validation_data
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), data_overrides,
                        weights, options.get("rank"))
     except (ConfigError, ValueError, MetricWeightsError) as e:
-        print(f"colorlab.compare: error: {e}", file=sys.stderr)
-        return 2
+        return error("compare", e)
     print((Path(options.get("out", "compare")) / "compare.md").read_text(), end="")
     return 0 if rows else 1
 

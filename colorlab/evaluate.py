@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from tqdm import tqdm
 
+from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, usage_exit_code
 from colorlab.evaluation.metric_nets import (
@@ -46,88 +49,123 @@ USAGE = __doc__.split("\n\n")[0]
 PROTOCOLS = (None, "ddcolor", "zhang16", "zhang17")  # evaluate.protocol: a paper's table layout
 
 
-@torch.no_grad()
-def evaluate(model, cfg: DictConfig) -> dict:
-    """Metrics per decoding: {'default': {...}} for regression, {'T=0.38': {...}, ...} for bins.
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured on the held-out batches, for ``write_report``."""
 
-    Also returns the first batch's Lab predictions per decoding under '_samples' for the figures.
-    """
+    metrics: dict[str, dict[str, float]]  # decoding ('default' or 'T=0.38' ...) -> metric -> value
+    decodings: dict[str, float | None]  # decoding -> its temperature (None: the formulation's own decode)
+    decoding: str  # the checkpoint's own decoding: the one classified and in the papers' layouts
+    samples: dict[str, Tensor]  # 'truth', each decoding and 'N hints' -> Lab (n_samples, 3, H, W) of batch 0
+    n_images: int
+    metric_weights: dict[str, str]  # metric network -> hub | PATH | random
+    hints: dict[int, dict[str, float]] | None = None  # hint count -> metrics (evaluate.hints)
+    classification: dict[str, float] | None = None  # classify_real / _gray / _colorized top-1
+    temporal: list[dict] | None = None  # video checkpoints: rows of the temporal metrics
+
+
+def decodings_of(model, temperatures) -> dict[str, float | None]:
+    """Bins formulations: every temperature asked for, and the model's own; others: their one decoding."""
+    if not isinstance(model, BinsColorizer):
+        return {"default": None}
+    return {f"T={t:g}": t for t in sorted({*temperatures, model.temperature})}
+
+
+def check_hint_counts(model, cfg: DictConfig) -> list[int]:
+    counts = sorted(set(cfg.evaluate.hints))
+    if counts and model.hint_sampling is None:
+        raise ConfigError("evaluate.hints needs a model trained with hints (experiment=hints_unet); "
+                          f"this one is {model.config['experiment']}")
+    if any(n < 0 for n in counts) or cfg.evaluate.hint_patch < 1:
+        raise ConfigError(f"evaluate.hints must be >= 0 and evaluate.hint_patch >= 1. Got {counts}, "
+                          f"{cfg.evaluate.hint_patch}")
+    return counts
+
+
+def hinted_prediction(model, batch: dict, n: int, batch_index: int, cfg: DictConfig) -> Tensor:
+    """Lab (B, 3, H, W) with ``n`` random ground-truth hints of ``evaluate.hint_patch`` px: the same hints for
+    every checkpoint (a generator seeded by (hint_seed, batch, n))."""
+    device = batch["l"].device
+    generator = torch.Generator(device).manual_seed((cfg.evaluate.hint_seed * 100_003 + batch_index) * 1009 + n)
+    hint_ab, hint_mask = sample_hints(batch["ab"], model.hint_sampling, generator, n_hints=n,
+                                      patch=cfg.evaluate.hint_patch)
+    out = model(batch["l"], batch.get("embedding"), hint_ab, hint_mask)
+    return denormalize_lab(batch["l"], resize_to(model.decode(out).float(), batch["l"].shape[-2:]))
+
+
+def update_metric_nets(metric_nets: dict, lab_pred: Tensor, lab_true: Tensor) -> None:
+    """FID sees both sets as uint8 images; the others (LPIPS) compare each prediction with its truth in RGB."""
+    for name, metric in metric_nets.items():
+        if name == "fid":
+            metric.update(lab_to_uint8(lab_true), real=True)
+            metric.update(lab_to_uint8(lab_pred), real=False)
+        else:
+            metric.update(lab_to_rgb(lab_pred), lab_to_rgb(lab_true))
+
+
+def update_classification(classify, batch: dict, lab_true: Tensor) -> None:
+    if "label" not in batch:
+        raise ConfigError("evaluate.classify=true needs labelled images: data=folder data.root=DIR "
+                          "data.labels=true (one folder per class, ImageNet's layout)")
+    classify.update("real", lab_to_rgb(lab_true), batch["label"])
+    lab_gray = torch.cat([lab_true[:, :1], torch.zeros_like(lab_true[:, 1:])], dim=1)
+    classify.update("gray", lab_to_rgb(lab_gray), batch["label"])
+
+
+def computed(metrics: ColorMetrics) -> dict[str, float]:
+    return {k.removeprefix("val/"): float(v) for k, v in metrics.compute().items()}
+
+
+@torch.no_grad()
+def evaluate(model, cfg: DictConfig) -> Evaluation:
+    """Every decoding of one forward pass per held-out batch (all temperatures for bins), optional metric
+    networks, hint counts, classification and, for video checkpoints, the temporal metrics."""
     from colorlab.data import DeviceBatches, validation_data
 
     datamodule = validation_data(cfg)
     device = next(model.parameters()).device
-    temperatures = list(cfg.evaluate.temperatures) if isinstance(model, BinsColorizer) else []
-    if isinstance(model, BinsColorizer) and model.temperature not in temperatures:
-        temperatures.append(model.temperature)
-    decodings = {f"T={t:g}": t for t in sorted(temperatures)} or {"default": None}
-    hint_counts = sorted(set(cfg.evaluate.hints))
-    if hint_counts and model.hint_sampling is None:
-        raise ConfigError("evaluate.hints needs a model trained with hints (experiment=hints_unet); "
-                          f"this one is {model.config['experiment']}")
-    if any(n < 0 for n in hint_counts) or cfg.evaluate.hint_patch < 1:
-        raise ConfigError(f"evaluate.hints must be >= 0 and evaluate.hint_patch >= 1. Got {hint_counts}, "
-                          f"{cfg.evaluate.hint_patch}")
+    decodings = decodings_of(model, cfg.evaluate.temperatures)
+    own = "default" if "default" in decodings else f"T={model.temperature:g}"
+    hint_counts = check_hint_counts(model, cfg)
     prior = model.val_metrics.auc.prior  # the training data's prior, saved in the checkpoint: auc_rebalanced
-    hinted = {n: ColorMetrics(prior).to(device) for n in hint_counts}
     metrics = {name: ColorMetrics(prior).to(device) for name in decodings}
+    hinted = {n: ColorMetrics(prior).to(device) for n in hint_counts}
     factories = metric_factories(cfg.evaluate, cfg.seed)
-    extra = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
-    own = "default" if "default" in decodings else f"T={model.temperature:g}"  # the decoding classified
+    metric_nets = {name: {k: make().to(device) for k, make in factories.items()} for name in decodings}
     classify = ClassificationAccuracy(build_classifier(cfg.evaluate.classifier_weights, cfg.seed)).to(device) \
         if cfg.evaluate.classify else None
-    samples: dict[str, torch.Tensor] = {}
-    n_images = 0
-    batches = DeviceBatches(datamodule, device)
-    for i, batch in enumerate(tqdm(batches, desc="evaluate", unit="batch", disable=None)):
+    samples: dict[str, Tensor] = {}
+    n_images, n_samples = 0, cfg.evaluate.n_samples
+    for i, batch in enumerate(tqdm(DeviceBatches(datamodule, device), desc="evaluate", unit="batch", disable=None)):
         out = model.run_net(batch)  # one forward pass, every temperature decoded from it
         lab_true = denormalize_lab(batch["l"], batch["ab"])
         n_images += len(lab_true)
         if classify is not None:
-            if "label" not in batch:
-                raise ConfigError("evaluate.classify=true needs labelled images: data=folder data.root=DIR "
-                                  "data.labels=true (one folder per class, ImageNet's layout)")
-            classify.update("real", lab_to_rgb(lab_true), batch["label"])
-            lab_gray = torch.cat([lab_true[:, :1], torch.zeros_like(lab_true[:, 1:])], dim=1)
-            classify.update("gray", lab_to_rgb(lab_gray), batch["label"])
+            update_classification(classify, batch, lab_true)
         for name, t in decodings.items():
             ab = model.decode(out) if t is None else model.decode_at(out, t)
             lab_pred = denormalize_lab(batch["l"], resize_to(ab.float(), batch["l"].shape[-2:]))
             metrics[name].update(lab_pred, lab_true, batch.get("bimodal"))
+            update_metric_nets(metric_nets[name], lab_pred, lab_true)
             if classify is not None and name == own:
                 classify.update("colorized", lab_to_rgb(lab_pred), batch["label"])
-            for metric_name, metric in extra[name].items():
-                if metric_name == "fid":
-                    metric.update(lab_to_uint8(lab_true), real=True)
-                    metric.update(lab_to_uint8(lab_pred), real=False)
-                else:
-                    metric.update(lab_to_rgb(lab_pred), lab_to_rgb(lab_true))
             if i == 0:
-                samples[name] = lab_pred[: cfg.evaluate.n_samples].cpu()
-        if i == 0:
-            samples["truth"] = lab_true[: cfg.evaluate.n_samples].cpu()
+                samples[name] = lab_pred[:n_samples].cpu()
         for n, metric in hinted.items():
-            # the same hints for every checkpoint: a generator seeded by (hint_seed, batch, n)
-            generator = torch.Generator(device).manual_seed((cfg.evaluate.hint_seed * 100_003 + i) * 1009 + n)
-            hint_ab, hint_mask = sample_hints(batch["ab"], model.hint_sampling, generator, n_hints=n,
-                                              patch=cfg.evaluate.hint_patch)
-            out_hinted = model(batch["l"], batch.get("embedding"), hint_ab, hint_mask)
-            ab = resize_to(model.decode(out_hinted).float(), batch["l"].shape[-2:])
-            metric.update(denormalize_lab(batch["l"], ab), lab_true, batch.get("bimodal"))
+            lab_hinted = hinted_prediction(model, batch, n, i, cfg)
+            metric.update(lab_hinted, lab_true, batch.get("bimodal"))
             if i == 0:
-                samples[f"{n} hints"] = denormalize_lab(batch["l"], ab)[: cfg.evaluate.n_samples].cpu()
-    results = {name: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
-    for name, metrics_of_decoding in extra.items():
-        results[name].update({k: float(m.compute()) for k, m in metrics_of_decoding.items()})
-    if classify is not None:
-        results["_classify"] = {k: float(v) for k, v in classify.compute().items()}
-    results["_evaluated"] = {"n_images": n_images, "decoding": own, "metric_weights": {
-        key: cfg.evaluate[f"{key}_weights"] for key in (*factories, *(["classifier"] if classify else []))}}
-    if hinted:
-        results["_hints"] = {n: {k.removeprefix("val/"): float(v) for k, v in m.compute().items()}
-                             for n, m in hinted.items()}
-    if cfg.data.name == "synthetic_video":
-        results["_temporal"] = temporal_rows(model, cfg)
-    return {**results, "_samples": samples, "_temperatures": decodings}
+                samples[f"{n} hints"] = lab_hinted[:n_samples].cpu()
+        if i == 0:
+            samples["truth"] = lab_true[:n_samples].cpu()
+    results = {name: {**computed(m), **{k: float(net.compute()) for k, net in metric_nets[name].items()}}
+               for name, m in metrics.items()}
+    weights = {key: cfg.evaluate[f"{key}_weights"] for key in (*factories, *(["classifier"] if classify else []))}
+    return Evaluation(
+        results, decodings, own, samples, n_images, weights,
+        hints={n: computed(m) for n, m in hinted.items()} or None,
+        classification={k: float(v) for k, v in classify.compute().items()} if classify is not None else None,
+        temporal=temporal_rows(model, cfg) if cfg.data.name == "synthetic_video" else None)
 
 
 def temporal_rows(model, cfg: DictConfig) -> list[dict]:
@@ -173,17 +211,17 @@ def plot_hints_curve(hints: dict, patch: int, path: Path) -> Path:
     return path
 
 
-def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictConfig) -> list[Path]:
+def write_report(evaluation: Evaluation, model, out: Path, checkpoint: Path, cfg: DictConfig) -> list[Path]:
     """metrics.json, metrics.md, samples.png and, for several temperatures, the trade-off figures."""
     from colorlab.viz import labelled_grid, sample_grid, save_png
 
-    samples, decodings = results.pop("_samples"), results.pop("_temperatures")
-    hints = results.pop("_hints", None)
-    temporal = results.pop("_temporal", None)
-    classification, evaluated = results.pop("_classify", None), results.pop("_evaluated")
+    results, samples, decodings = evaluation.metrics, evaluation.samples, evaluation.decodings
+    hints, temporal, classification = evaluation.hints, evaluation.temporal, evaluation.classification
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "metrics.md"]
     gray = ("gray", torch.cat([samples["truth"][:, :1], torch.zeros_like(samples["truth"][:, 1:])], 1))
+    evaluated = {"n_images": evaluation.n_images, "decoding": evaluation.decoding,
+                 "metric_weights": evaluation.metric_weights}
     report = {"checkpoint": str(checkpoint), "experiment": model.config["experiment"], **evaluated,
               "results": results}
     if classification:
@@ -232,8 +270,7 @@ def write_report(results: dict, model, out: Path, checkpoint: Path, cfg: DictCon
         lines += ["", f"Temporal metrics on {temporal[0]['clips']} whole held-out clips (colorlab/video/evaluate.py; "
                   "warp error along the exact flow):", "", *markdown_table(temporal)]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
-    default = "default" if "default" in decodings else f"T={model.temperature:g}"
-    written.append(save_png(sample_grid(samples[default], samples["truth"]), out / "samples.png"))
+    written.append(save_png(sample_grid(samples[evaluation.decoding], samples["truth"]), out / "samples.png"))
     if len(decodings) > 1:
         columns = [gray, *[(name, samples[name]) for name in decodings], ("ground truth", samples["truth"])]
         written.append(save_png(labelled_grid(columns, tile=96), out / "temperature_samples.png"))
@@ -296,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(model, "frequent_decode"):  # a decoding choice: model.frequent_decode=kept decodes as before
             model.frequent_decode = check_frequent_decode(cfg.model.get("frequent_decode", "grid"))
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
-        return 2
+        return error("evaluate", e)
     out = Path(options.get("out", checkpoint.resolve().parent.parent / "evaluate"))
     try:
         if cfg.evaluate.protocol in ("zhang16", "zhang17"):  # a layout of its own, on data.root's images
@@ -307,11 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             print((out / "protocol.md").read_text(), end="")
             print("written: " + ", ".join(str(p) for p in written))
             return 0
-        results = evaluate(model, cfg)
+        evaluation = evaluate(model, cfg)
     except (ConfigError, MetricWeightsError) as e:
-        print(f"colorlab.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    written = write_report(results, model, out, checkpoint, cfg)
+        return error("evaluate", e)
+    written = write_report(evaluation, model, out, checkpoint, cfg)
     print((out / "metrics.md").read_text(), end="")
     print("written: " + ", ".join(str(p) for p in written))
     return 0

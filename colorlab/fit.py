@@ -17,6 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from colorlab.cli import error
 from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listing, parse_cli
 from colorlab.sweep.spec import TRIAL_ENV
 
@@ -193,16 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("missing experiment=NAME; available:\n" + experiment_listing())
         cfg = compose(experiment, overrides)
     except ConfigError as e:
-        print(f"colorlab.fit: error: {e}", file=sys.stderr)
-        return 2
+        return error("fit", e)
     if "--cfg" in flags:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
     try:
         train(cfg)
     except ConfigError as e:
-        print(f"colorlab.fit: error: {e}", file=sys.stderr)
-        return 2
+        return error("fit", e)
     return 0
 
 

@@ -19,13 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from colorlab.cli import error
 from colorlab.models.released import KINDS, WeightsError, import_released, save_checkpoint
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, as every colorlab command
-        print(f"colorlab.import_weights: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error("import_weights", message))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             raise WeightsError(f"--out {out} exists; nothing was written over: give another path")
         model = import_released(args.kind, args.path, args.prior, args.mask_offset)
     except ValueError as e:
-        print(f"colorlab.import_weights: error: {e}", file=sys.stderr)
-        return 2
+        return error("import_weights", e)
     save_checkpoint(model, out, args.path)
     print(f"{args.kind} weights from {args.path} written to {out}; e.g. python -m colorlab.colorize ckpt={out} "
           "input=PHOTO out=colorized/")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from colorlab.cli import error
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.data.photos import folder_splits, resize_shorter_side
 from colorlab.io import UnreadableImage, read_rgb
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                          options.get("data.val_root"), float(options.get("data.val_fraction", 0.1)),
                          int(options.get("workers", 1)))
     except (ValueError, FileNotFoundError) as e:
-        print(f"colorlab.prepare: error: {e}", file=sys.stderr)
-        return 2
+        return error("prepare", e)
     print(f"shards written to {options['out']}: {counts['train']} train, {counts['val']} val images; "
           f"train with data=shards data.path={options['out']}")
     return 0

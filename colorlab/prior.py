@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from colorlab.bins import bin_counts, gamut_centers, rebalance_weights, smooth_prior
+from colorlab.cli import error
 from colorlab.color import AB_NORM, is_gray
 from colorlab.data.datamodule import data_identity
 from colorlab.io import atomic_save
@@ -198,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = compose(experiment, overrides)
     except ConfigError as e:
-        print(f"colorlab.prior: error: {e}", file=sys.stderr)
-        return 2
+        return error("prior", e)
     prior = load_or_compute_prior(cfg)
     stem = prior["path"].with_suffix("")
     centers, counts = prior["centers"], prior["counts"]

@@ -37,7 +37,7 @@ def decode(checkpoint: Path, frequent_decode: str) -> dict:
     cfg.evaluate.temperatures = [0.0]
     cfg.evaluate.hints = []
     cfg.evaluate.fid = cfg.evaluate.lpips = False
-    results = evaluate(model, cfg)
+    results = evaluate(model, cfg).metrics
     annealed, mode = results["T=0.38"], results["T=0"]
     row = {**annealed, "chroma_bimodal_mode": mode["chroma_bimodal"]}
     cache.write_text(json.dumps(row))

@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from colorlab.cli import error
 from colorlab.config import usage_exit_code
 
 COMMON = ("name", "root", "db")
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return serve(options, engine, directory, url)
     except ValueError as e:
-        print(f"colorlab.study: error: {e}", file=sys.stderr)
-        return 2
+        return error("study", e)
 
 
 def serve(options: dict[str, str], engine, directory: Path, url: str) -> int:

@@ -17,6 +17,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from colorlab.cli import error
 from colorlab.config import ConfigError, parse_cli
 from colorlab.sweep.engine import (
     Driver,
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             check_sweep_dir(out, {"sweep": sweep.raw, "overrides": overrides, "storage": storage, "count": count})
         study = open_study(sweep, storage_for(storage), args.seed)
     except (SweepError, ConfigError) as e:
-        print(f"colorlab.sweep: error: {e}", file=sys.stderr)
-        return 2
+        return error("sweep", e)
     released = release_interrupted(study)
     if released:
         print(f"sweep: {released} trial(s) of a killed driver will run again")
