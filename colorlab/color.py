@@ -28,8 +28,12 @@ def _check_channels(x: Tensor, channels: int, name: str) -> None:
         raise ValueError(f"{name} must have shape (*, {channels}, H, W). Got {tuple(x.shape)}")
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float64 else x.float()  # float64 stays (gradcheck); the rest computes in fp32
+
+
 def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """sRGB in [0, 1], shape (*, 3, H, W) -> Lab in Lab units, same shape, fp32.
+    """sRGB in [0, 1], shape (*, 3, H, W) -> Lab in Lab units, same shape, fp32 (float64 for float64 input).
 
     Example:
         >>> rgb_to_lab(torch.ones(1, 3, 2, 2))[0, :, 0, 0].round()
@@ -37,14 +41,15 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     """
     _check_channels(rgb, 3, "rgb")
     with torch.autocast(device_type=rgb.device.type, enabled=False):
-        return kornia.color.rgb_to_lab(rgb.float().clamp(0.0, 1.0))
+        return kornia.color.rgb_to_lab(_at_least_fp32(rgb).clamp(0.0, 1.0))
 
 
 def lab_to_rgb(lab: Tensor) -> Tensor:
-    """Lab (*, 3, H, W) in Lab units -> sRGB in [0, 1], fp32, out-of-gamut values clipped."""
+    """Lab (*, 3, H, W) in Lab units -> sRGB in [0, 1], fp32 (float64 for float64 input), out-of-gamut
+    values clipped."""
     _check_channels(lab, 3, "lab")
     with torch.autocast(device_type=lab.device.type, enabled=False):
-        return kornia.color.lab_to_rgb(lab.float(), clip=True)
+        return kornia.color.lab_to_rgb(_at_least_fp32(lab), clip=True)
 
 
 def uint8_to_lab(rgb_u8: Tensor) -> Tensor:

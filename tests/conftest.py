@@ -8,7 +8,21 @@ os.environ["WANDB_MODE"] = "disabled"
 torch.set_num_threads(2)
 
 
+# System tests: they train, serve, drive a browser or a database, or run whole commands. Marked slow, so
+# that `python -m pytest -m "not slow"` runs the unit tests (maths, nets, config, data) in about a minute.
+SYSTEM_MODULES = {
+    "test_app", "test_app_load", "test_bins_models", "test_colorize", "test_compare", "test_distributed",
+    "test_embed", "test_evaluate", "test_evaluation_zhang", "test_every_experiment", "test_finetune", "test_fit",
+    "test_import_weights", "test_precision", "test_reference", "test_resume", "test_runs", "test_shards",
+    "test_slurm", "test_study", "test_study_attacks", "test_study_load", "test_sweep", "test_video_command",
+    "test_video_raft",
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SYSTEM_MODULES:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
