@@ -1,6 +1,6 @@
 """Issue 13's comparison: per-frame vs temporal formulations on held-out synthetic clips.
 
-``python docs/video_study.py FRAME.ckpt STACK.ckpt PROPAGATE.ckpt [FRAME STACK PROPAGATE ...]
+``python scripts/video_study.py FRAME.ckpt STACK.ckpt PROPAGATE.ckpt [FRAME STACK PROPAGATE ...]
 [--clips 128] [--out docs/results/video]``: one checkpoint triple per training seed.
 
 Prints the temporal table of ``colorlab.video.evaluate`` (warp error along the exact flow, CDC, mode

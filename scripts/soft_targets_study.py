@@ -8,7 +8,7 @@ validation scenes at T = 0.38 and at the mode (T = 0), the 32-bin ones also as b
     python -m colorlab.fit experiment=unet_bins model.soft=true model.lam=0 run_dir=RUNS/study_soft_32_lam0
     python -m colorlab.fit experiment=unet_bins model.bins=gamut model.n_bins=313 run_dir=RUNS/study_hard_313_lam0.5
 
-then ``python docs/soft_targets_study.py RUNS`` prints the table (about a minute per checkpoint on 2 cores).
+then ``python scripts/soft_targets_study.py RUNS`` prints the table (about a minute per checkpoint on 2 cores).
 """
 
 from __future__ import annotations

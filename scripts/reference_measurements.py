@@ -8,7 +8,7 @@
    (trapezoid over the same integer thresholds, and the exact integral of the step curve), for the gray
    prediction (ab = 0) and for the checkpoints given on the command line.
 
-    python docs/reference_measurements.py [--auc-only] [CKPT ...]   # a few minutes on 2 cores
+    python scripts/reference_measurements.py [--auc-only] [CKPT ...]   # a few minutes on 2 cores
 """
 
 from __future__ import annotations
