@@ -1,4 +1,4 @@
-"""Issue 12's measurements on the embedded validation scenes (figures in docs/reference.md).
+"""Measurements of the released code's choices on the embedded validation scenes (figures in docs/reference.md).
 
 1. Blended targets: for the loss below full resolution, the share of targets whose bin (the one that sets
    the rebalancing weight) no pixel of their block occupies, and the share of the total rebalancing weight

@@ -1,4 +1,4 @@
-"""Issue 13's comparison: per-frame vs temporal formulations on held-out synthetic clips.
+"""The video comparison (docs/video.md): per-frame vs temporal formulations on held-out synthetic clips.
 
 ``python scripts/video_study.py FRAME.ckpt STACK.ckpt PROPAGATE.ckpt [FRAME STACK PROPAGATE ...]
 [--clips 128] [--out docs/results/video]``: one checkpoint triple per training seed.
@@ -22,8 +22,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from colorlab.color import normalize_lab, uint8_to_lab
-from colorlab.models import load_colorizer
 from colorlab.data.video_synthetic import SyntheticVideo
+from colorlab.models import load_colorizer
 from colorlab.video.evaluate import colorize_clip, markdown_table, model_rows, propagate_clip, truth_row
 
 
@@ -46,7 +46,7 @@ def mean_rows(tables: list[list[dict]]) -> list[dict]:
 
 
 def targets(ratios_: list[dict]) -> list[str]:
-    """Each temporal row (``ratios``) against issue 13's targets: warp error <= 0.5x, flip rate <= 0.2x,
+    """Each temporal row (``ratios``) against the targets: warp error <= 0.5x, flip rate <= 0.2x,
     PSNR within 0.5 dB of the per-frame baseline; key colour kept >= 90% for key-frame propagation."""
     lines = []
     for r in ratios_:

@@ -1,4 +1,4 @@
-"""Issue 12: each reference behaviour against a direct transcription of Zhang's released code, and each
+"""Each reference behaviour against a direct transcription of Zhang's released code, and each
 colorlab option against its own definition.
 
 Transcribed (numpy, written from the released code's logic, no import of it):
@@ -141,7 +141,7 @@ def test_bins2d_subsample_loss_is_the_released_pipeline(eccv16_model):
     log_p = F.log_softmax(out.double(), dim=1).permute(0, 2, 3, 1).reshape(-1, 313).numpy()
     expected = np.mean(factor * -(target * log_p).sum(axis=1))
     assert model.loss(out, {"ab": ab}).item() == pytest.approx(expected, rel=1e-4)
-    # the defaults are the released code's but k (the paper's 5); colorlab's earlier choices give another loss
+    # the defaults are the released code's but k (the paper's 5); colorlab's own options give another loss
     assert eccv16_model(k=10).loss(out, {"ab": ab}).item() == pytest.approx(expected, rel=1e-4)
     earlier = eccv16_model(k=10, target_sampling="average_colors", rebalance_uniform="all")
     assert earlier.loss(out, {"ab": ab}).item() != pytest.approx(expected, rel=1e-3)
