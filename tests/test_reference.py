@@ -274,7 +274,7 @@ def test_frequent_bins_anneal_like_the_full_grid(tiny_overrides, soft):
     # soft: the cells share by the smoothed prior (a 3-sigma Gaussian, 9 bins), the encoding spreads over k = 5
     assert optimum_chroma(frequent) == pytest.approx(reference, abs=1e-3 if not soft else 2.5)
     frequent.frequent_decode = "kept"
-    if soft:  # the behaviour before the fix: the lone rare bin wins the annealing
+    if soft:  # frequent_decode=kept: the lone rare bin wins the annealing
         assert optimum_chroma(frequent) < reference - 15
     # the mode is the common colour either way
     assert optimum_chroma(frequent, 0.0) == pytest.approx(float(torch.tensor(green).norm()), abs=1e-4)
