@@ -1,4 +1,4 @@
-"""The speed configuration keys of issue 16, each on and off, on this device, in one process.
+"""The speed configuration keys (``speed.*``), each on and off, on this device, in one process.
 
 The full training step of one experiment (default: unet_bins, the README's main job, at its size and
 batch; Lab conversion, targets, loss, backward, AdamW step) with the defaults and with one key

@@ -1,7 +1,7 @@
 """Frames per second of the colorlab.video pipeline at 256x256 on this CPU, decoding and encoding
 included (PyAV), for the per-frame (video_frame), stack (video_stack) and propagation
 (video_propagate: + two Farneback flows per frame) formulations. Weights are random (speed does not
-depend on them). Target (issue 13): each temporal formulation costs at most 1.5x the per-frame one.
+depend on them). Target: each temporal formulation costs at most 1.5x the per-frame one.
 """
 
 from __future__ import annotations

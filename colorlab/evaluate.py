@@ -169,7 +169,7 @@ def evaluate(model, cfg: DictConfig) -> Evaluation:
 
 
 def temporal_rows(model, cfg: DictConfig) -> list[dict]:
-    """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole (issue 13). Any
+    """Temporal metrics on the first ``evaluate.video_clips`` validation clips, whole. Any
     number: the validation split's clips are generated per index, all of them held out from training,
     not only the ``data.val_size`` that validation uses."""
     from colorlab.data.video_synthetic import SyntheticVideo

@@ -54,8 +54,8 @@ class ErrorCurveAuC(Metric):
     *training* prior ``prior`` (Q,) at its ground-truth bin (Eq. 4 with λ = 0), normalised so that the
     weights' expectation under the prior is 1; the curve is the weighted fraction of pixels within t.
     Pixels whose bin has prior 0 (colours never seen in training) get weight 0. Without a prior (None,
-    or all zeros: a checkpoint written before colorlab stored one) it is left out.
-    ``auc_per_bin`` (colorlab's earlier "rebalanced" AuC) averages the curves of the ground-truth bins
+    or all zeros: a checkpoint that holds none) it is left out.
+    ``auc_per_bin`` (colorlab's own per-bin AuC) averages the curves of the ground-truth bins
     of the *evaluated* images with equal weight, so a bin with a handful of pixels counts as much as
     the sky. States are per-bin histograms, summed across DDP ranks.
     """

@@ -105,7 +105,7 @@ def test_bins_validation_logs_entropy_and_mode_chroma(tiny_overrides, tmp_path):
 
 
 def test_a_model_uses_exactly_the_prior_it_is_given(tiny_overrides):
-    """Issue 12, part 5: the statistics come from the data side; the model builder takes them as given."""
+    """The statistics come from the data side; the model builder takes them as given."""
     counts = torch.zeros(313, dtype=torch.float64)
     counts[[10, 11, 150, 151, 152, 290]] = torch.tensor([3.0, 9.0, 500.0, 80.0, 1.0, 40.0], dtype=torch.float64)
     centers = gamut_centers()

@@ -42,8 +42,8 @@ def test_mixed_precision_training_run(precision, tiny_overrides):
 
 @pytest.mark.parametrize("experiment", ["regression_l2", "eccv16_full", "unet_bins", "fusion_bins112"])
 def test_channels_last_is_a_layout_only(experiment, tiny_overrides):
-    """speed.channels_last (the default since issue 16's measurements) stores the network's conv weights
-    NHWC, keeps checkpoints interchangeable and gives the same outputs up to float rounding."""
+    """speed.channels_last (the default: fastest measured on the CPU, docs/benchmarks.md) stores the
+    network's conv weights NHWC, keeps checkpoints interchangeable and gives the same outputs up to float rounding."""
     cfg = compose(experiment, [*tiny_overrides, "speed.channels_last=false"])
     prior = load_or_compute_prior(cfg)["counts"]
     torch.manual_seed(0)

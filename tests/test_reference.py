@@ -1,4 +1,4 @@
-"""Issue 12: each reference behaviour against a direct transcription of Zhang's released code, and each
+"""Each reference behaviour against a direct transcription of Zhang's released code, and each
 colorlab option against its own definition.
 
 Transcribed (numpy, written from the released code's logic, no import of it):
@@ -141,7 +141,7 @@ def test_bins2d_subsample_loss_is_the_released_pipeline(eccv16_model):
     log_p = F.log_softmax(out.double(), dim=1).permute(0, 2, 3, 1).reshape(-1, 313).numpy()
     expected = np.mean(factor * -(target * log_p).sum(axis=1))
     assert model.loss(out, {"ab": ab}).item() == pytest.approx(expected, rel=1e-4)
-    # the defaults are the released code's but k (the paper's 5); colorlab's earlier choices give another loss
+    # the defaults are the released code's but k (the paper's 5); colorlab's own options give another loss
     assert eccv16_model(k=10).loss(out, {"ab": ab}).item() == pytest.approx(expected, rel=1e-4)
     earlier = eccv16_model(k=10, target_sampling="average_colors", rebalance_uniform="all")
     assert earlier.loss(out, {"ab": ab}).item() != pytest.approx(expected, rel=1e-3)
@@ -274,7 +274,7 @@ def test_frequent_bins_anneal_like_the_full_grid(tiny_overrides, soft):
     # soft: the cells share by the smoothed prior (a 3-sigma Gaussian, 9 bins), the encoding spreads over k = 5
     assert optimum_chroma(frequent) == pytest.approx(reference, abs=1e-3 if not soft else 2.5)
     frequent.frequent_decode = "kept"
-    if soft:  # the behaviour before the fix: the lone rare bin wins the annealing
+    if soft:  # frequent_decode=kept: the lone rare bin wins the annealing
         assert optimum_chroma(frequent) < reference - 15
     # the mode is the common colour either way
     assert optimum_chroma(frequent, 0.0) == pytest.approx(float(torch.tensor(green).norm()), abs=1e-4)

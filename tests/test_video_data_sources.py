@@ -1,4 +1,4 @@
-"""Issue 13's real-content video sources: photo clips with exact flow (colorlab/video/photo_clips.py) and
+"""The real-content video sources: photo clips with exact flow (colorlab/video/photo_clips.py) and
 data=video_folder (colorlab/data/video_folder.py), on clips generated here."""
 
 import json

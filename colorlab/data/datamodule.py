@@ -27,13 +27,13 @@ def _shards_splits(**kwargs):
 
 
 def _synthetic_video_splits(**kwargs):
-    from colorlab.data.video_synthetic import synthetic_video_splits  # issue 13: frames of clips with exact flow
+    from colorlab.data.video_synthetic import synthetic_video_splits  # frames of clips with exact flow
 
     return synthetic_video_splits(**kwargs)
 
 
 def _video_folder_splits(**kwargs):
-    from colorlab.data.video_folder import video_folder_splits  # issue 13: windows of a user's own clips (PyAV)
+    from colorlab.data.video_folder import video_folder_splits  # windows of a user's own clips (PyAV)
 
     return video_folder_splits(**kwargs)
 
@@ -85,9 +85,9 @@ def add_lab(batch: dict) -> dict:
     """Add ``l`` (B, 1, H, W) in [-0.5, 0.5] and ``ab`` (B, 2, H, W) in ~[-1, 1], fp32, computed on
     the device of ``batch['rgb']`` (uint8 (B, 3, H, W)); video items' extra frames likewise."""
     batch["l"], batch["ab"] = normalize_lab(uint8_to_lab(batch["rgb"]))
-    if "context" in batch:  # data.stack > 1 (issue 13): L of the frames centred on each (B, n, H, W)
+    if "context" in batch:  # data.stack > 1: L of the frames centred on each (B, n, H, W)
         batch["l_stack"] = _stack_l(batch["context"])
-    if "previous" in batch:  # data.previous (issue 13): frame t-1's ab carried along the flow (B, 2, H, W)
+    if "previous" in batch:  # data.previous: frame t-1's ab carried along the flow (B, 2, H, W)
         batch["previous_ab"] = normalize_lab(uint8_to_lab(batch.pop("previous")))[1] * batch["previous_valid"]
     if "previous_frame" in batch:  # frame t-1's L and ab (B, 1 | 2, H, W): the temporal loss, hints.carry_self
         batch["l_previous"], batch["ab_previous"] = normalize_lab(uint8_to_lab(batch.pop("previous_frame")))

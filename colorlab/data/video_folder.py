@@ -1,4 +1,4 @@
-"""``data=video_folder``: a user's own clips (issue 13), any container FFmpeg reads, decoded with PyAV.
+"""``data=video_folder``: a user's own clips, any container FFmpeg reads, decoded with PyAV.
 
 ``data.root`` is searched recursively for video files (``VIDEO_SUFFIXES``). At setup every file is
 demuxed once, without decoding, to list its frames' timestamps and keyframes (a progress bar appears

@@ -94,10 +94,10 @@ def load_colorizer(path: str | Path, map_location: str | torch.device = "cpu") -
     cfg = override(OmegaConf.create(checkpoint["colorlab_config"]), [])
     model = build_model(cfg, placeholder_prior(cfg))
     state = checkpoint["state_dict"]
-    if AUC_PRIOR_KEY not in state:  # written before checkpoints held the data prior: no auc_rebalanced
+    if AUC_PRIOR_KEY not in state:  # a checkpoint without the data prior: no auc_rebalanced
         state = {**state, AUC_PRIOR_KEY: torch.zeros_like(model.val_metrics.auc.prior)}
-    if hasattr(model, "grid_prior") and "grid_prior" not in state:  # frequent bins, before issue 12 part 4:
-        state = {**state, "grid_centers": model.grid_centers,      # decoded over the kept bins, as then
+    if hasattr(model, "grid_prior") and "grid_prior" not in state:  # frequent bins without a grid prior:
+        state = {**state, "grid_centers": model.grid_centers,      # decoded over the kept bins
                  "grid_prior": torch.zeros_like(model.grid_prior)}
     model.load_state_dict(state)
     return model.eval()

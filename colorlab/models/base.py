@@ -132,7 +132,7 @@ class Colorizer(pl.LightningModule):
 
     def run_net(self, batch: dict) -> Tensor:
         """The network on a batch: L, plus the global embedding and hints when the batch carries them."""
-        # video_stack (issue 13): the stack of L frames centred on this one, when the data carries it
+        # video_stack: the stack of L frames centred on this one, when the data carries it
         return self(batch.get("l_stack", batch["l"]), batch.get("embedding"), batch.get("hint_ab"),
                     batch.get("hint_mask"))
 

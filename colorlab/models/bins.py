@@ -233,7 +233,7 @@ class Bins2DColorizer(BinsColorizer):
         """(logits, centres) to decode from: the network's own, or with ``frequent_decode=grid`` its
         distribution over the n kept bins spread onto the grid they were chosen from (B, G, h, w)."""
         if not hasattr(self, "grid_centers") or self.frequent_decode == "kept" or not self.grid_prior.any():
-            return out.float(), self.centers  # (a checkpoint from before the grid was stored has grid_prior 0)
+            return out.float(), self.centers  # (a checkpoint that holds no grid has grid_prior 0)
         log_p = F.log_softmax(out.float(), dim=1)
         return expand_to_grid(log_p, self.centers, self.grid_centers, self.grid_prior), self.grid_centers
 

@@ -1,4 +1,4 @@
-"""Clips with exact flow made from still photographs (issue 13): a camera pans or zooms over a photo, so
+"""Clips with exact flow made from still photographs: a camera pans or zooms over a photo, so
 temporal metrics can be measured on real image content (``python -m colorlab.video.evaluate --source``).
 
 - ``motion="pan"``: frame t is the photo's ``size`` x ``size`` window at (y0 + t vy, x0 + t vx), an

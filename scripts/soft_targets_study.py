@@ -1,6 +1,6 @@
-"""Issue 12, part 4: {hard, soft} targets x {313 gamut, 32 frequent} bins x λ in {0, 0.5} (docs/reference.md).
+"""The soft-targets study: {hard, soft} targets x {313 gamut, 32 frequent} bins x λ in {0, 0.5} (docs/reference.md).
 
-Trains nothing: it reads the eight runs of ``experiment=unet_bins`` (the README's budget) named
+Trains nothing: it reads the eight runs of ``experiment=unet_bins`` (the quick-start budget) named
 ``study_{hard,soft}_{313,32}_lam{0,0.5}`` under RUNS and decodes each last checkpoint on the embedded
 validation scenes at T = 0.38 and at the mode (T = 0), the 32-bin ones also as before the fix
 (``model.frequent_decode=kept``). Train them with, for example,
@@ -8,7 +8,7 @@ validation scenes at T = 0.38 and at the mode (T = 0), the 32-bin ones also as b
     python -m colorlab.fit experiment=unet_bins model.soft=true model.lam=0 run_dir=RUNS/study_soft_32_lam0
     python -m colorlab.fit experiment=unet_bins model.bins=gamut model.n_bins=313 run_dir=RUNS/study_hard_313_lam0.5
 
-then ``python docs/soft_targets_study.py RUNS`` prints the table (about a minute per checkpoint on 2 cores).
+then ``python scripts/soft_targets_study.py RUNS`` prints the table (about a minute per checkpoint on 2 cores).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The README's human-study example: a study whose participants are SIMULATED, screenshots of the page.
 
-    python docs/study_example.py CKPT [CKPT ...] [--out docs/results/study] [--participants 24]
+    python scripts/study_example.py CKPT [CKPT ...] [--out docs/results/study] [--participants 24]
         [--fooled 0.32,0.21] [--seed 0]
 
 Creates a 2AFC study of the checkpoints (in a temporary root), serves it on 127.0.0.1, takes headless

@@ -1,6 +1,6 @@
-"""Issue 13's comparison: per-frame vs temporal formulations on held-out synthetic clips.
+"""The video comparison (docs/video.md): per-frame vs temporal formulations on held-out synthetic clips.
 
-``python docs/video_study.py FRAME.ckpt STACK.ckpt PROPAGATE.ckpt [FRAME STACK PROPAGATE ...]
+``python scripts/video_study.py FRAME.ckpt STACK.ckpt PROPAGATE.ckpt [FRAME STACK PROPAGATE ...]
 [--clips 128] [--out docs/results/video]``: one checkpoint triple per training seed.
 
 Prints the temporal table of ``colorlab.video.evaluate`` (warp error along the exact flow, CDC, mode
@@ -46,7 +46,7 @@ def mean_rows(tables: list[list[dict]]) -> list[dict]:
 
 
 def targets(ratios_: list[dict]) -> list[str]:
-    """Each temporal row (``ratios``) against issue 13's targets: warp error <= 0.5x, flip rate <= 0.2x,
+    """Each temporal row (``ratios``) against the targets: warp error <= 0.5x, flip rate <= 0.2x,
     PSNR within 0.5 dB of the per-frame baseline; key colour kept >= 90% for key-frame propagation."""
     lines = []
     for r in ratios_:

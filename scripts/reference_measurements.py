@@ -1,4 +1,4 @@
-"""Issue 12's measurements on the embedded validation scenes (figures in docs/reference.md).
+"""Measurements of the released code's choices on the embedded validation scenes (figures in docs/reference.md).
 
 1. Blended targets: for the loss below full resolution, the share of targets whose bin (the one that sets
    the rebalancing weight) no pixel of their block occupies, and the share of the total rebalancing weight
@@ -8,7 +8,7 @@
    (trapezoid over the same integer thresholds, and the exact integral of the step curve), for the gray
    prediction (ab = 0) and for the checkpoints given on the command line.
 
-    python docs/reference_measurements.py [--auc-only] [CKPT ...]   # a few minutes on 2 cores
+    python scripts/reference_measurements.py [--auc-only] [CKPT ...]   # a few minutes on 2 cores
 """
 
 from __future__ import annotations
