@@ -75,7 +75,24 @@ def render_scene(rng: np.random.Generator, size: int, p_first: float) -> tuple[n
     return rgb, bimodal
 
 
-class SyntheticScenes(Dataset):
+class WholeItems(Dataset):
+    """A dataset whose every item is its own whole image (a scene, a frame), ``length`` of them: the
+    per-image caches (global embeddings) see each item as a distinct source image."""
+
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def n_items(self) -> int:
+        return self.length
+
+    def whole_image(self, item: int) -> torch.Tensor:
+        return self[item]["rgb"]
+
+
+class SyntheticScenes(WholeItems):
     """``length`` scenes of ``size`` px; items are dicts of uint8 ``rgb`` (3, H, W),
     bool ``bimodal`` (1, H, W), int ``index`` and int ``item`` (the source image's id)."""
 
@@ -85,17 +102,6 @@ class SyntheticScenes(Dataset):
         if not 0.5 <= p_first <= 1.0:
             raise ValueError(f"p_first must be in [0.5, 1] (the first colour is the mode). Got {p_first}")
         self.size, self.length, self.seed, self.split, self.p_first = size, length, seed, split, p_first
-
-    def __len__(self) -> int:
-        return self.length
-
-    @property
-    def n_items(self) -> int:
-        """Distinct source images (for per-image caches); a scene is its own whole image."""
-        return self.length
-
-    def whole_image(self, item: int) -> torch.Tensor:
-        return self[item]["rgb"]
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from colorlab.data.files import Unusable, crop_array, existing_dir, scan_files, shorter_side_size, split_by_file
+from colorlab.data.synthetic import WholeItems
 from colorlab.data.video_synthetic import centred_stack, check_stack
 from colorlab.io import summarize_skips
 
@@ -162,7 +162,7 @@ def carry_previous(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarra
             back.float().numpy())
 
 
-class VideoWindows(Dataset):
+class VideoWindows(WholeItems):
     """The frames of windows of ``frames`` consecutive frames of ``videos``, one item per frame (see the
     module docstring): uint8 ``rgb`` (3, size, size), ``index``, ``item``, ``window``, ``frame`` (the
     index in its file), ``decode_failed`` (-1, or the file that failed and was replaced); optionally
@@ -180,16 +180,6 @@ class VideoWindows(Dataset):
         self.windows = [(f, start) for f, v in enumerate(videos) for start in range(0, v.frames - frames + 1, frames)]
         self.first_window = {f: w for w, (f, _) in reversed(list(enumerate(self.windows)))}  # per file
         self.length = len(self.windows) * frames
-
-    def __len__(self) -> int:
-        return self.length
-
-    @property
-    def n_items(self) -> int:
-        return self.length
-
-    def whole_image(self, item: int) -> torch.Tensor:
-        return self[item]["rgb"]
 
     def _placement(self, window: int, video: VideoFile) -> tuple[int, int, bool]:
         """(top, left, flip) of a window's crop in its frames resized to shorter side ``size``."""

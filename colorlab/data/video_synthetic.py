@@ -13,7 +13,7 @@ import torch
 from skimage.color import lab2rgb
 from torch.utils.data import Dataset
 
-from colorlab.data.synthetic import BIMODAL_AB, BIMODAL_L, CLASS_AB, CLASS_L, SPLIT_IDS, TEXTURE_L
+from colorlab.data.synthetic import BIMODAL_AB, BIMODAL_L, CLASS_AB, CLASS_L, SPLIT_IDS, TEXTURE_L, WholeItems
 
 MAX_SPEED = 2  # px per frame, each axis
 
@@ -176,7 +176,7 @@ def centred_stack(frames: dict[int, np.ndarray], centre: int, stack: int, length
     return torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).contiguous()
 
 
-class SyntheticVideoFrames(Dataset):
+class SyntheticVideoFrames(WholeItems):
     """The frames of ``SyntheticVideo`` clips one by one, for the image pipeline (``data=synthetic_video``):
     item ``i`` is frame ``i % frames`` of clip ``i // frames``, rendered alone (the same pixels as in
     the whole clip), as the image sources' dicts: uint8 ``rgb`` (3, H, W), bool ``bimodal``
@@ -192,16 +192,6 @@ class SyntheticVideoFrames(Dataset):
         check_stack(stack)
         self.clips, self.stack, self.previous = clips, stack, previous
         self.length = clips.length * clips.frames
-
-    def __len__(self) -> int:
-        return self.length
-
-    @property
-    def n_items(self) -> int:
-        return self.length
-
-    def whole_image(self, item: int) -> torch.Tensor:
-        return self[item]["rgb"]
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
