@@ -89,11 +89,19 @@ def test_sweep_agent_runs_each_trial_as_one_ddp_run_per_node(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def slurm_module():
     with slurm_cluster() as env:
         env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", PYTHONUNBUFFERED="1",
                    PATH=f"{Path(sys.executable).parent}:{env['PATH']}")  # jobs run this interpreter's python
         yield env
+
+
+@pytest.fixture
+def cluster(slurm_module):
+    """The module's cluster; a test's jobs that are still there after it (it failed) are cancelled, so they do
+    not hold the node's two CPUs from the next test."""
+    yield slurm_module
+    subprocess.run(["scancel", "--user=root"], env=slurm_module, capture_output=True, timeout=30)
 
 
 def job_dir(tmp_path, name):
@@ -178,7 +186,9 @@ def test_a_signal_in_the_first_seconds_requeues_instead_of_killing(cluster, tmp_
     folder = job_dir(tmp_path, "early")
     job = submit(cluster, [*CPU_JOB, "--ntasks-per-node=1", "--time=2", DDP, *TINY], folder)
     out = folder / "runs" / f"slurm-{job}.out"
-    wait_until(lambda: out.is_file() and "== colorlab job" in out.read_text(), "the job's start")
+    wait_until(lambda: f"{job}.0" in subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i"], env=cluster,
+                                                    capture_output=True, text=True, timeout=30).stdout,
+               "srun's step to start")  # the signal goes to the step's tasks, now starting Python
     subprocess.run(["scancel", "--signal=USR1", job], env=cluster, check=True, timeout=30)
     wait_until(lambda: job_states(cluster, job).get(job, "").split()[0] != "RUNNING", "the end of the attempt")
     state = job_states(cluster, job)[job]
