@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -65,20 +68,70 @@ def latest_run_with_checkpoint(experiment: str, root: Path = Path("runs")) -> Pa
 
 
 class RestoreLoaderState(pl.Callback):
-    """Give a resumed run's training loader the state saved in its checkpoint (litdata's
-    StreamingDataLoader: where each worker was in its shards), so a mid-epoch resume continues
-    the epoch instead of restarting it.
+    """Give a resumed run's training loader the state saved in its checkpoint (colorlab's ResumableLoader:
+    the epoch and the batches drawn; litdata's StreamingDataLoader: where each worker was in its shards),
+    so a mid-epoch resume continues the epoch instead of restarting it.
 
     Lightning 2.6 applies saved loader states when it first builds the training loader; a
     one-cycle schedule asks for trainer.estimated_stepping_batches in configure_optimizers,
-    which builds the loader before the checkpoint is read, so the state would never be applied.
-    on_train_start runs after the restore and before the first batch is drawn.
+    which builds the loader (and its iterator) before the checkpoint is read, so the state would never be
+    applied. on_train_start runs after the restore and before the first batch is drawn: the states are
+    loaded here and the iterator made again, from the restored position.
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fit_loop = trainer.fit_loop
         if getattr(fit_loop, "_combined_loader_states_to_load", None):
             fit_loop._load_combined_loader_states()  # a no-op unless restarting with states and a loader
+        loaders = fit_loop._combined_loader.flattened if fit_loop._combined_loader is not None else []
+        if any(getattr(loader, "resume_pending", False) for loader in loaders):
+            iter(fit_loop._data_fetcher)
+
+
+class Requeued(Exception):
+    """The job was requeued after saving: this attempt ends here, the next one resumes."""
+
+
+class RequeueOnSignal(pl.Callback):
+    """SLURM's time-limit warning (``--signal=SIGUSR1@90``), recorded in ``received`` from process start, acted
+    on after a training step, where weights, optimiser and data position agree (Lightning's own handler saves
+    from inside the signal handler, possibly mid-step): saves ``hpc_ckpt_N.ckpt`` in the run directory, which
+    the requeued job resumes from, requeues the job and raises Requeued. Under DDP the ranks agree on the step.
+    A signal that came before training started is acted on after the first step, so every attempt advances.
+    """
+
+    def __init__(self, received: list[float]):
+        self.received = received  # time.time() of each signal
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        signalled = bool(self.received)
+        if trainer.world_size > 1:
+            signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
+        if not signalled:
+            return
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        when = time.strftime("%H:%M:%S", time.gmtime(self.received[0])) if self.received else "?"
+        job = requeue_job_id()
+        if trainer.is_global_zero:
+            print(f"colorlab: SIGUSR1 (SLURM's time-limit warning) at {when} UTC; saved {path} at step "
+                  f"{trainer.global_step}; requeueing job {job}", flush=True)
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"colorlab: scontrol requeue {job} failed ({(done.stdout + done.stderr).strip()}); training "
+                      f"goes on until the time limit, resume later with ckpt_path={path}", flush=True)
+        requeued = done.returncode == 0 if trainer.is_global_zero else False
+        if trainer.world_size > 1:
+            requeued = trainer.strategy.broadcast(requeued, src=0)
+        self.received.clear()
+        if requeued:
+            raise Requeued(f"job {job} requeued at step {trainer.global_step}; the next attempt resumes from {path}")
+
+
+def requeue_job_id() -> str:
+    """The id scontrol requeue takes: ARRAYJOB_TASK for an array task, else the job id."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID", "")
 
 
 def check_architecture(path: str | Path, model: pl.LightningModule) -> None:

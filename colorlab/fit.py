@@ -7,9 +7,20 @@ metrics.json (final validation metrics) and the logger's files.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+# Under SLURM, --signal=SIGUSR1@90 warns of the time limit. Its timing is coarse (up to a minute early), so it can
+# come seconds after the start, before Lightning would install a handler, and SIGUSR1's default action kills the
+# process. It is recorded from process start instead; RequeueOnSignal saves and requeues after a training step.
+requeue_signals: list[float] | None = None  # when the signal came (time.time()); None: not recorded here
+if __name__ == "__main__" and "SLURM_JOB_ID" in os.environ:
+    requeue_signals = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: requeue_signals.append(time.time()))
+
 import contextlib
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -76,7 +87,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from colorlab.checkpoints import AtomicCheckpointIO, RestoreLoaderState, check_architecture, resolve_resume
+    from colorlab import checkpoints as ckpt
     from colorlab.data import ColorDataModule
     from colorlab.data.datamodule import skip_summary
     from colorlab.embed import EmbedWeightsError, attach_embeddings
@@ -89,7 +100,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
 
         callbacks = [*(callbacks or []), *callbacks_from_env()]
     try:  # everything that can fail on a bad config fails here, before the first step, as one ConfigError
-        resume_from = resolve_resume(cfg, run_dir)
+        resume_from = ckpt.resolve_resume(cfg, run_dir)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
         datamodule.setup("fit")
@@ -99,7 +110,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         model = build_model(cfg, prior)
         check_input_size(model, cfg.data.size)
         if resume_from:
-            check_architecture(resume_from, model)
+            ckpt.check_architecture(resume_from, model)
         if cfg.get("init"):  # a new run from trained weights, fresh optimiser and schedule; a resume of it
             from colorlab.finetune import load_init  # keeps its frozen blocks and groups, with its own weights
 
@@ -108,14 +119,21 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                      monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
                                      save_top_k=1, auto_insert_metric_name=False)
-        # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart,
-        # rewritten (atomically) after every epoch
-        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                               enable_version_counter=False)
+        # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart, rewritten
+        # (atomically) after every epoch and every checkpoint.every_n_steps steps (one trigger per callback)
+        every_n_steps = cfg.checkpoint.every_n_steps
+        if not isinstance(every_n_steps, int) or every_n_steps < 0:
+            raise ConfigError(f"checkpoint.every_n_steps={every_n_steps}: give a whole number of training steps, "
+                              "or 0 to write last.ckpt after every epoch only")
+        last = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False, every_n_train_steps=n)
+                for n in dict.fromkeys([None, every_n_steps or None])]
+        if requeue_signals is not None:  # Lightning leaves a signal that has a handler alone
+            callbacks = [*(callbacks or []), ckpt.RequeueOnSignal(requeue_signals)]
         trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                             callbacks=[checkpoint, last, RestoreLoaderState(), ValidateBeforeStopping(),
+                             callbacks=[checkpoint, *last, ckpt.RestoreLoaderState(), ValidateBeforeStopping(),
                                         *(callbacks or [])],
-                             plugins=[AtomicCheckpointIO()],
+                             plugins=[ckpt.AtomicCheckpointIO()],
                              **OmegaConf.to_container(cfg.trainer, resolve=True))
         check_batches_per_epoch(datamodule, cfg, trainer.world_size)
     except MisconfigurationException as e:  # Lightning's own check of a trainer.* value
@@ -127,7 +145,12 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except ckpt.Requeued as e:
+            if trainer.is_global_zero:
+                print(f"colorlab.fit: {e}", flush=True)
+            return {}
         if model.validated_step != trainer.global_step and trainer.num_val_batches and any(trainer.num_val_batches):
             trainer.validate(model, datamodule=datamodule, verbose=False)  # e.g. check_val_every_n_epoch > 1
 
@@ -202,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg)
     except ConfigError as e:
         return error("fit", e)
+    finally:  # nothing left to save: a late warning must not kill the process while it exits
+        if requeue_signals is not None:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     return 0
 
 

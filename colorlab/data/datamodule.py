@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
 from colorlab.data.photos import folder_splits, samples_splits
@@ -96,21 +96,66 @@ def add_lab(batch: dict) -> dict:
     return batch
 
 
-class EpochShuffle(Sampler[int]):
-    """A random permutation of range(n) drawn from (seed, epoch) alone; Lightning calls set_epoch."""
+class EpochShuffle(DistributedSampler):
+    """This process's share of a random permutation of the training set, drawn from (seed, epoch) alone;
+    Lightning calls set_epoch. One process: ``randperm`` seeded by (seed, epoch). Several (DDP):
+    DistributedSampler's own order, the one Lightning would substitute, which it leaves in place because this
+    is a DistributedSampler. ``resume_at(epoch, n)`` makes the next pass over that epoch skip its first n
+    indices, which were trained on before a checkpoint (indices only: nothing is decoded)."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, dataset, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._resume: tuple[int, int] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def resume_at(self, epoch: int, n_drawn: int) -> None:
+        self._resume = (epoch, n_drawn)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        if self.num_replicas == 1:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        else:
+            order = list(super().__iter__())
+        resume, self._resume = self._resume, None
+        return iter(order[resume[1]:] if resume and resume[0] == self.epoch else order)
 
-    def __len__(self) -> int:
-        return self.n
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch: Lightning saves its ``state_dict`` (the epoch and how
+    many batches of it were drawn) in every checkpoint and gives it back on resume, and the resumed pass
+    over that epoch starts at the next batch instead of the epoch's first one."""
+
+    drawn = 0  # batches drawn in the current pass (set per pass; the class value keeps __setattr__ simple)
+    _resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+
+    @property
+    def resume_pending(self) -> bool:
+        return self._resume is not None
+
+    def __iter__(self):
+        if self._resume is None:  # an ordinary pass: the iterator (and its seed draw) is made now, as before
+            self.drawn = 0
+            return self._count(super().__iter__())
+        return self._resumed()
+
+    def _resumed(self):
+        """A generator, so nothing happens until the first batch is asked for, when Lightning has set the
+        sampler's epoch: a checkpoint written at the end of an epoch skips nothing of the next one."""
+        state, self._resume = self._resume, None
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
+        self.drawn = state["batches"] if state["epoch"] == self.sampler.epoch else 0
+        yield from self._count(super().__iter__())
+
+    def _count(self, batches):
+        for batch in batches:
+            self.drawn += 1
+            yield batch
 
 
 class ColorDataModule(pl.LightningDataModule):
@@ -140,13 +185,13 @@ class ColorDataModule(pl.LightningDataModule):
 
             return StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                                        drop_last=train)
-        distributed = self.trainer is not None and self.trainer.world_size > 1
-        # one process: an order that depends on (seed, epoch) alone, so a resumed run replays it;
-        # DDP: Lightning's DistributedSampler, which is seeded per epoch in the same way
-        sampler = EpochShuffle(len(dataset), self.seed) if train and not distributed else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None, sampler=sampler,
-                          drop_last=train, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        options = dict(batch_size=self.batch_size, drop_last=train, num_workers=self.num_workers,
+                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        if not train:  # Lightning gives validation its DistributedSampler under DDP
+            return DataLoader(dataset, shuffle=False, **options)
+        # an order that depends on (seed, epoch) alone, so a resumed run replays it, from where it stopped
+        replicas, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return ResumableLoader(dataset, sampler=EpochShuffle(dataset, self.seed, replicas, rank), **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
