@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from colorlab.colorize import PhotoColorizer
 from colorlab.config import compose
 from colorlab.hints import Hint
+from colorlab.inference import PhotoColorizer
 from colorlab.models import build_model, load_colorizer, placeholder_prior
 
 TARGET_MS = 150.0

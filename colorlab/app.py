@@ -48,9 +48,9 @@ from torch import Tensor
 
 from colorlab import web
 from colorlab.cli import error
-from colorlab.colorize import PhotoColorizer, Prepared
 from colorlab.config import key_value_options, usage_exit_code
 from colorlab.hints import Hint, HintsError, parse_hints, parse_point
+from colorlab.inference import PhotoColorizer, Prepared
 from colorlab.io import UnreadableImage, read_rgb_within
 from colorlab.web import (
     DEFAULT_HOSTS,

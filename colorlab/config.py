@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("data", "net", "model", "trainer", "logger")
 RUN_DIR_ENV = "COLORLAB_RUN_DIR"  # set by the first process so DDP children reuse its run_dir
+TRIAL_ENV = "COLORLAB_SWEEP_TRIAL"  # set by an offline sweep: JSON telling a trial's fit where to report its metric
 _ABSENT = object()
 
 

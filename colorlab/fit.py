@@ -29,8 +29,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from colorlab.cli import error
-from colorlab.config import RUN_DIR_ENV, ConfigError, compose, experiment_listing, parse_cli
-from colorlab.sweep.spec import TRIAL_ENV
+from colorlab.config import RUN_DIR_ENV, TRIAL_ENV, ConfigError, compose, experiment_listing, parse_cli
 
 USAGE = __doc__.split("\n\n")[0]
 

@@ -14,8 +14,8 @@ from PIL import Image
 from colorlab.app import main as app_main
 from colorlab.app import serve
 from colorlab.color import uint8_to_lab
-from colorlab.colorize import PhotoColorizer
 from colorlab.hints import color_to_ab
+from colorlab.inference import PhotoColorizer
 from colorlab.models import load_colorizer
 from colorlab.web import start
 from tests.browser import chromium_path, launch

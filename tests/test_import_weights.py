@@ -87,7 +87,8 @@ def test_import_to_checkpoint_to_colorize_png_matches_the_release(eccv_release, 
     """import_weights -> checkpoint file -> colorize on a PNG equals the release's forward on the same L,
     its ab upsampled to the photo and joined with the photo's L; within 2 Lab units (8-bit rounding of
     the written PNG and of the reference)."""
-    from colorlab.colorize import PhotoColorizer, colorize
+    from colorlab.colorize import colorize
+    from colorlab.inference import PhotoColorizer
 
     reference, path = eccv_release
     ckpt = tmp_path / "eccv16.ckpt"

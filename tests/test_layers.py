@@ -9,8 +9,8 @@ import pytest
 import colorlab
 
 PACKAGE = Path(colorlab.__file__).parent
-LIBRARY = ["data", "models", "nets", "evaluation", "finetune.py", "bins.py", "color.py", "hints.py", "metrics.py",
-           "flow.py", "palette.py", "io.py", "viz.py", "embed.py", "checkpoints.py", "config.py"]
+LIBRARY = ["data", "models", "nets", "evaluation", "finetune.py", "inference.py", "bins.py", "color.py", "hints.py",
+           "metrics.py", "flow.py", "palette.py", "io.py", "viz.py", "embed.py", "checkpoints.py", "config.py"]
 COMMANDS = ["fit", "evaluate", "compare", "colorize", "app", "prior", "prepare", "import_weights"]
 FORBIDDEN = [f"colorlab.{name}" for name in ["video", "study", "sweep", *COMMANDS]]
 

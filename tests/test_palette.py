@@ -4,7 +4,7 @@ import torch
 from skimage.color import rgb2lab
 
 from colorlab.bins import gamut_centers
-from colorlab.colorize import enhance
+from colorlab.inference import enhance
 from colorlab.palette import image_palette, palette_at_point, swatch
 
 

@@ -25,7 +25,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from colorlab.sweep.spec import TRIAL_ENV, Sweep, SweepError, trial_argv
+from colorlab.config import TRIAL_ENV
+from colorlab.sweep.spec import Sweep, SweepError, trial_argv
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # why a trial that Optuna holds as FAIL does not count towards --count

@@ -9,8 +9,8 @@ import os
 
 import pytorch_lightning as pl
 
+from colorlab.config import TRIAL_ENV
 from colorlab.sweep.engine import pruner_for, storage_for
-from colorlab.sweep.spec import TRIAL_ENV
 
 
 def report(trial, value: float, step: int) -> bool:

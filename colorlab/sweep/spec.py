@@ -25,7 +25,6 @@ DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform
                  "log_uniform_values", "inv_log_uniform_values", "normal", "q_normal", "log_normal")
 MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}")
 FIT_PROGRAMS = ("colorlab/fit.py", "colorlab.fit")
-TRIAL_ENV = "COLORLAB_SWEEP_TRIAL"  # JSON telling a trial's colorlab.fit where to report its metric
 # the uniform draw behind the normal forms stays inside (EPS, 1 - EPS): values within ~6 sigma
 EPS = 1e-9
 

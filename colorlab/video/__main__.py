@@ -107,9 +107,9 @@ def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
 def main(argv: list[str]) -> int:
     from colorlab.cli import error
     from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
-    from colorlab.colorize import DEFAULT_HINT_PATCH
     from colorlab.flow import checked_flow, estimated_flows
     from colorlab.hints import encode_hints, load_hints
+    from colorlab.inference import DEFAULT_HINT_PATCH
     from colorlab.models import load_colorizer
     from colorlab.video.evaluate import colorize_clip, propagate_clip
     from colorlab.video.flow import FLOW_NAMES, flow_estimator
