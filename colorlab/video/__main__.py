@@ -104,16 +104,56 @@ def write_clip(path: Path, frames: np.ndarray, rate: Fraction) -> None:
             container.mux(packet)
 
 
+def working_size(full: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 frames (T, 3, H, W) area-resized to the network's working size (T, 3, size, size), uint8."""
+    return F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
+
+
+def colorize_video(model, full: torch.Tensor, key: tuple | None = None, flow_fn=None) -> torch.Tensor:
+    """uint8 frames (T, 3, H, W) -> colourised uint8 (T, 3, H, W) at the same size: the network sees each
+    frame at its working size; hint models propagate their own colours along ``flow_fn``'s flow (Farneback
+    by default), from ``key`` = (hint_ab (2, h, w), hint_mask (1, h, w)) on the first frame if given; the
+    ab is upsampled and recombined with the frames' full-resolution L."""
+    from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
+    from colorlab.flow import estimated_flows, farneback
+    from colorlab.video.evaluate import colorize_clip, propagate_clip
+
+    small = working_size(full, int(model.config["data"]["size"]))
+    if model.hint_sampling is not None:
+        _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True,
+                                 flows=estimated_flows(small, flow_fn or farneback, background=True))
+    else:
+        _, abs_ = colorize_clip(model, small, progress=True)
+    l_full, _ = normalize_lab(uint8_to_lab(full))
+    ab_full = F.interpolate(abs_ / 110.0, size=full.shape[-2:], mode="bilinear", align_corners=False)
+    return lab_to_uint8(denormalize_lab(l_full, ab_full))
+
+
+def temporal_metrics(rgb: torch.Tensor, gray: torch.Tensor, source: torch.Tensor | None, flow_fn) -> dict:
+    """CDC and the warp error of colourised uint8 frames (T, 3, H, W) along the flow ``flow_fn`` estimates
+    on the gray frames (T, H, W), checked forward-backward; with the ``source`` clip in colour, its own
+    warp error as the floor."""
+    from colorlab.flow import checked_flow
+    from colorlab.video.metrics import cdc, warp_error
+
+    if len(rgb) < 2:
+        return {"cdc": None}
+    g = gray.numpy()
+    pairs = [checked_flow(g[t], g[t + 1], flow_fn) for t in range(len(g) - 1)]  # forward, visible in t+1
+    flow, mask = torch.stack([f for f, _ in pairs]), torch.stack([m for _, m in pairs])
+    metrics = {"cdc": cdc(rgb), "warp_error": warp_error(rgb.double() / 255, flow, mask)}
+    if source is not None:
+        metrics["warp_error_input"] = warp_error(source.double() / 255, flow, mask)
+    return metrics
+
+
 def main(argv: list[str]) -> int:
     from colorlab.cli import error
-    from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
-    from colorlab.flow import checked_flow, estimated_flows
+    from colorlab.color import normalize_lab, uint8_to_lab
     from colorlab.hints import encode_hints, load_hints
     from colorlab.inference import DEFAULT_HINT_PATCH
     from colorlab.models import load_colorizer
-    from colorlab.video.evaluate import colorize_clip, propagate_clip
     from colorlab.video.flow import FLOW_NAMES, flow_estimator
-    from colorlab.video.metrics import cdc, warp_error
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"}
@@ -145,30 +185,16 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         return error("video", e)
     full = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-    small = F.interpolate(full.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
-    if model.hint_sampling is not None:
-        _, abs_ = propagate_clip(model, small, *(key or (None, None)), progress=True,
-                                 flows=estimated_flows(small, flow_fn, background=True))
-    else:
-        _, abs_ = colorize_clip(model, small, progress=True)
-    l_full, _ = normalize_lab(uint8_to_lab(full))
-    ab_full = F.interpolate(abs_ / 110.0, size=full.shape[-2:], mode="bilinear", align_corners=False)
-    rgb = lab_to_uint8(denormalize_lab(l_full, ab_full))
+    rgb = colorize_video(model, full, key, flow_fn)
+    l_full = normalize_lab(uint8_to_lab(full))[0]
     gray = ((l_full + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
-    was_colour = bool((uint8_to_lab(small)[:, 1:].abs() > 5).float().mean() > 0.01)
+    was_colour = bool((uint8_to_lab(working_size(full, size))[:, 1:].abs() > 5).float().mean() > 0.01)
     panels = [gray.expand(-1, 3, -1, -1), rgb] + ([full] if was_colour else [])
     out.mkdir(parents=True)
     write_clip(out / "colorized.mp4", rgb.permute(0, 2, 3, 1).numpy(), rate)
     write_clip(out / "preview.mp4", torch.cat(panels, dim=3).permute(0, 2, 3, 1).numpy(), rate)
     metrics = {"frames": len(rgb), "fps": float(rate), "flow": getattr(flow_fn, "name", "farneback"),
-               "cdc": cdc(rgb) if len(rgb) > 1 else None}
-    if len(rgb) > 1:
-        g = gray[:, 0].numpy()
-        pairs = [checked_flow(g[t], g[t + 1], flow_fn) for t in range(len(g) - 1)]  # forward, visible in t+1
-        flow, mask = torch.stack([f for f, _ in pairs]), torch.stack([m for _, m in pairs])
-        metrics["warp_error"] = warp_error(rgb.double() / 255, flow, mask)
-        if was_colour:
-            metrics["warp_error_input"] = warp_error(full.double() / 255, flow, mask)
+               **temporal_metrics(rgb, gray[:, 0], full if was_colour else None, flow_fn)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text("| metric | value |\n|---|---|\n" + "".join(
         f"| {k} | {v} |\n" for k, v in metrics.items()))
