@@ -8,6 +8,7 @@ from skimage.color import lab2rgb
 from colorlab.data.synthetic import BIMODAL_AB
 from colorlab.data.video_synthetic import SyntheticVideo, render_clip
 from colorlab.flow import farneback, warp
+from colorlab.models.carried import own_carried, temporal_loss
 from colorlab.video.metrics import cdc, mode_flip_rate, warp_error
 
 
@@ -334,7 +335,7 @@ def test_own_carried_colours_are_the_eval_mode_prediction_and_leave_batchnorm_al
     model.train()
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     assert stats
-    own = model.own_carried(batch)
+    own = own_carried(model, batch)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     model.eval()  # the reference: the network as at inference, carried on the data side (numpy)
     with torch.no_grad():
@@ -410,7 +411,7 @@ def test_temporal_loss_is_zero_for_motion_consistent_colours_and_measures_a_shif
     model.predict_ab = lambda out, size: out  # the "network output" is ab itself
     for shift, expected in ((0.0, 0.0), (0.1, 0.1)):  # a shift of a by 0.1 on frame t-1: L1 0.1 where visible
         model.forward = lambda *a, s=shift: previous_ab + torch.tensor([s, 0.0])[:, None, None]
-        assert float(model.temporal_loss(batch["ab"], batch)) == pytest.approx(expected, abs=1e-6)
+        assert float(temporal_loss(model, batch["ab"], batch)) == pytest.approx(expected, abs=1e-6)
     del batch["previous_flow"]
     with pytest.raises(ValueError, match="data.previous=true"):
-        model.temporal_loss(batch["ab"], batch)
+        temporal_loss(model, batch["ab"], batch)

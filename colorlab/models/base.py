@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from colorlab.color import denormalize_lab, lab_to_uint8
-from colorlab.hints import HintSampling, degrade_carried, sample_hints
+from colorlab.hints import HintSampling, sample_hints
 from colorlab.metrics import ColorMetrics
+from colorlab.models.carried import temporal_loss, training_hints
 from colorlab.viz import sample_grid, save_png
 
 SCHEDULERS = ("cosine", "none")
@@ -168,69 +169,15 @@ class Colorizer(pl.LightningModule):
         if batch["l"].shape[0] == 0:  # every image of the batch was gray
             return None
         if self.hint_sampling is not None and "hint_ab" not in batch:
-            batch["hint_ab"], batch["hint_mask"] = sample_hints(batch["ab"], self.hint_sampling)
-            if self.hint_sampling.carry_self > 0 and "previous_ab" not in batch:
-                raise ValueError("hints.carry_self > 0 needs frames that carry frame t-1: data.previous=true "
-                                 "(data=synthetic_video or video_folder)")
-            if "previous_ab" in batch:  # video_propagate: frames with a previous one get its colours as hints
-                carried = batch["previous_valid"].flatten(1).any(1)[:, None, None, None]
-                previous = degrade_carried(batch["previous_ab"], batch["previous_valid"], self.hint_sampling)
-                if self.hint_sampling.carry_self > 0:
-                    own = torch.rand(previous.shape[0], 1, 1, 1, device=previous.device) < self.hint_sampling.carry_self
-                    previous = torch.where(own, self.own_carried(batch), previous)
-                batch["hint_ab"] = torch.where(carried, previous, batch["hint_ab"])
-                batch["hint_mask"] = torch.where(carried, batch["previous_valid"].float(), batch["hint_mask"])
-            if self.hint_sampling.drop > 0:  # images with no hints keep the network a colorizer on its own
-                kept = torch.rand(batch["l"].shape[0], 1, 1, 1, device=batch["l"].device) >= self.hint_sampling.drop
-                batch["hint_ab"], batch["hint_mask"] = batch["hint_ab"] * kept, batch["hint_mask"] * kept
+            batch["hint_ab"], batch["hint_mask"] = training_hints(self, batch)
         out = self.run_net(batch)
         loss = self.loss(out, batch)
         if self.temporal_weight > 0:
-            temporal = self.temporal_loss(out, batch)
+            temporal = temporal_loss(self, out, batch)
             self.log("train/temporal", temporal, batch_size=batch["l"].shape[0])
             loss = loss + self.temporal_weight * temporal
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
-
-    @torch.no_grad()
-    def own_carried(self, batch: dict) -> Tensor:
-        """The network's own colours for frame t-1, hinted with frame t-1's degraded truth on every pixel
-        (a stand-in for colours carried from t-2, without their disoccluded holes), carried onto frame t
-        along the data's flow (exact on synthetic clips, Farneback on video_folder's): ab_norm
-        (B, 2, H, W), zero where not visible. ``hints.carry_self``: at inference the carried colours are
-        the network's output, with its own errors, which degrading the truth only imitates. The network
-        runs in eval mode here, as at inference: BatchNorm on its running statistics, which this pass,
-        all of whose pixels are hinted, leaves unchanged."""
-        from colorlab.flow import warp
-
-        full = torch.ones_like(batch["l_previous"])
-        hint = degrade_carried(batch["ab_previous"], full, self.hint_sampling)
-        l_in = batch.get("l_stack_previous", batch["l_previous"])  # frame t-1's stack for stack models
-        training = self.training
-        self.eval()
-        try:
-            ab = self.predict_ab(self(l_in, None, hint, full), batch["l"].shape[-2:])
-        finally:
-            self.train(training)
-        return warp(ab, batch["previous_flow"])[0] * batch["previous_valid"]
-
-    def temporal_loss(self, out: Tensor, batch: dict) -> Tensor:
-        """Lai et al. 2018's short-term temporal loss on ab: the mean L1 distance (normalised ab, summed
-        over a and b) between this frame's prediction and the prediction for frame t-1 carried onto it
-        along the flow, over pixels visible in both. Frame t-1's prediction is a fixed target (no
-        gradient), as the previous output is in recurrent training."""
-        if "previous_flow" not in batch:
-            raise ValueError("temporal.weight > 0 needs frames that carry their previous frame and its flow: "
-                             "data.previous=true (data=synthetic_video or video_folder)")
-        from colorlab.flow import warp
-
-        size = batch["l"].shape[-2:]
-        with torch.no_grad():
-            previous = self.predict_ab(self(batch.get("l_stack_previous", batch.get("l_previous"))), size)
-        carried, inside = warp(previous, batch["previous_flow"])
-        mask = (batch["previous_valid"] & inside).float()
-        distance = (self.predict_ab(out, size) - carried).abs().sum(1, keepdim=True)
-        return (distance * mask).sum() / mask.sum().clamp_min(1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.run_net(batch)
