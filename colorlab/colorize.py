@@ -25,6 +25,7 @@ import math
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,29 +77,56 @@ def parse_point(text: str) -> tuple[float, float]:
     return x, y
 
 
-def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | None = None, size: int | None = None,
-             hints: Path | None = None, gamma: float = 1.0, saturation: float = 1.0, palette: int = 0,
-             palette_at: tuple[float, float] | None = None) -> tuple[list[Path], Counter]:
-    """Colourise every image under ``source`` into ``out``; returns (written files, skipped reasons)."""
+@dataclass(frozen=True)
+class ColorizeOptions:
+    """What colorize does to each photo, checked when made: ValueError naming the option and what is valid."""
+
+    temperature: float | None = None  # bins formulations: annealed-mean T (0: the mode); None: the checkpoint's
+    size: int | None = None  # the network's working size; None: the training crop
+    hints: Path | None = None  # a hints file: points on one input image
+    gamma: float = 1.0
+    saturation: float = 1.0
+    palette: int = 0  # suggested colours written beside each result (0: none)
+    palette_at: tuple[float, float] | None = None  # and the colours suggested at this pixel
+
+    def __post_init__(self):
+        if self.palette < 0 or (self.palette_at is not None and self.palette == 0):
+            raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {self.palette}")
+        check_enhancement(self.gamma, self.saturation)
+        t = self.temperature
+        if t is not None and not (math.isfinite(t) and 0 <= t <= 100):
+            raise ValueError(f"temperature must be a number in [0, 100] (0 decodes the mode). Got {t}")
+        if self.palette > 64:
+            raise ValueError(f"palette must be at most 64 colours. Got {self.palette}")
+        if self.size is not None and not 8 <= self.size <= 2048:
+            raise ValueError(f"size must be in 8..2048 pixels. Got {self.size}")
+        if self.palette_at is not None and not all(math.isfinite(v) for v in self.palette_at):
+            raise ValueError(f"palette_at must be finite numbers. Got {self.palette_at}")
+
+    @classmethod
+    def from_strings(cls, options: dict[str, str]) -> ColorizeOptions:
+        """From the command line's key=value strings (the keys of OPTIONS other than ckpt, input, out)."""
+        number = {k: float(options[k]) for k in ("temperature", "gamma", "saturation") if k in options}
+        return cls(number.get("temperature"), int(options["size"]) if "size" in options else None,
+                   Path(options["hints"]) if "hints" in options else None, number.get("gamma", 1.0),
+                   number.get("saturation", 1.0), int(options.get("palette", 0)),
+                   parse_point(options["palette_at"]) if "palette_at" in options else None)
+
+
+def colorize(checkpoint: Path, source: Path, out: Path, options: ColorizeOptions | None = None,
+             **option_values) -> tuple[list[Path], Counter]:
+    """Colourise every image under ``source`` into ``out``; returns (written files, skipped reasons).
+    ``options``, or its fields as keywords (``temperature=0.2``)."""
     from colorlab.models import load_colorizer
 
+    o = options or ColorizeOptions(**option_values)  # bad values stop here, before any work
+    hints, palette_at = o.hints, o.palette_at
     if (hints is not None or palette_at is not None) and source.is_dir():
         raise ValueError("hints and palette_at are points on one image: give input=FILE, not a directory")
-    if palette < 0 or (palette_at is not None and palette == 0):
-        raise ValueError(f"palette must be a number of colours >= 1 (palette_at needs it). Got {palette}")
-    check_enhancement(gamma, saturation)  # bad values stop here, before any work
-    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 100):
-        raise ValueError(f"temperature must be a number in [0, 100] (0 decodes the mode). Got {temperature}")
-    if palette > 64:
-        raise ValueError(f"palette must be at most 64 colours. Got {palette}")
-    if size is not None and not 8 <= size <= 2048:
-        raise ValueError(f"size must be in 8..2048 pixels. Got {size}")
-    if palette_at is not None and not all(math.isfinite(v) for v in palette_at):
-        raise ValueError(f"palette_at must be finite numbers. Got {palette_at}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={out} is an existing file; give a directory")
     model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
-    colorizer = PhotoColorizer(model, size, temperature)
+    colorizer = PhotoColorizer(model, o.size, o.temperature)
     if hints is not None and not colorizer.takes_hints:
         raise ValueError(f"{checkpoint} was trained without hints (hints.enabled=false): it cannot use {hints}")
     if palette_at is not None and not model.predicts_distribution:
@@ -118,14 +146,14 @@ def colorize(checkpoint: Path, source: Path, out: Path, temperature: float | Non
             raise ValueError(f"palette_at ({palette_at[0]:g}, {palette_at[1]:g}) is outside the image; valid: "
                              f"0 <= x < {rgb.shape[1]}, 0 <= y < {rgb.shape[0]}")
         prepared = colorizer.prepare(rgb)
-        result = colorizer.run(prepared, points, gamma, saturation)
+        result = colorizer.run(prepared, points, o.gamma, o.saturation)
         out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
         handle, target = create_free(out / f"{path.stem}.png")
         with handle:
             Image.fromarray(result.rgb).save(handle, format="PNG")
         written.append(target)
-        if palette:
-            written += write_palette_files(colorizer, prepared, result, palette, palette_at, out, target.stem)
+        if o.palette:
+            written += write_palette_files(colorizer, prepared, result, o.palette, palette_at, out, target.stem)
     return written, skipped
 
 
@@ -151,13 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     try:
         options = key_value_options(argv, OPTIONS, required=("ckpt", "input", "out"))
-        number = {k: float(options[k]) for k in ("temperature", "gamma", "saturation") if k in options}
-        written, skipped = colorize(
-            Path(options["ckpt"]), Path(options["input"]), Path(options["out"]), number.get("temperature"),
-            int(options["size"]) if "size" in options else None,
-            Path(options["hints"]) if "hints" in options else None, number.get("gamma", 1.0),
-            number.get("saturation", 1.0), int(options.get("palette", 0)),
-            parse_point(options["palette_at"]) if "palette_at" in options else None)
+        written, skipped = colorize(Path(options["ckpt"]), Path(options["input"]), Path(options["out"]),
+                                   ColorizeOptions.from_strings(options))
     except (FileNotFoundError, ValueError) as e:  # ConfigError and HintsError are ValueErrors
         return error("colorize", e)
     print(f"{len(written)} files written to {options['out']}")

@@ -83,26 +83,29 @@ def hue_rotated(rgb):
     return lab_to_uint8(lab)[0].permute(1, 2, 0).numpy()
 
 
-def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path = Path("studies"),
-                 db_url: str | None = None, data_overrides: list[str] | None = None) -> Path:
-    """Build the study; returns its directory. ValueError (nothing written) for any bad input."""
-    from omegaconf import OmegaConf
-    from PIL import Image
-
-    from colorlab.config import override
-    from colorlab.models import load_colorizer
-
-    directory = study_directory(root, name)
+def check_new_study(name: str, directory: Path, db_url: str | None) -> str:
+    """The database URL of a new study named ``name``; ValueError if the name is taken in the folder or,
+    for a shared database, there."""
     if directory.exists():
         raise ValueError(f"a study named {name!r} exists already ({directory}); choose another name, or "
                          f"report/serve the existing one")
-    in_folder = db_url is None  # SQLite in the study folder: found there again even if the folder moves
     db_url = db_url or f"sqlite:///{(directory / 'study.db').resolve()}"
     if not db_url.startswith("sqlite"):  # a shared database: the name must be free there too
         engine = db.connect(db_url, create=True)
         with engine.connect() as conn:
             if db.study_row(conn, name) is not None:
                 raise ValueError(f"a study named {name!r} exists already in {db.redacted(db_url)}; choose another")
+    return db_url
+
+
+def load_methods(checkpoints: list[Path], data_overrides: list[str]):
+    """(models, the first checkpoint's config with the data overrides): ValueError for a missing checkpoint
+    or checkpoints working at different sizes (a study shows every method on the same images)."""
+    from omegaconf import OmegaConf
+
+    from colorlab.config import override
+    from colorlab.models import load_colorizer
+
     if not checkpoints:
         raise ValueError("give at least one checkpoint: ckpt=PATH (repeat ckpt= for several methods)")
     missing = [str(p) for p in checkpoints if not Path(p).is_file()]
@@ -110,41 +113,66 @@ def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path 
         raise ValueError(f"checkpoint(s) not found: {', '.join(missing)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     models = [load_colorizer(path, device) for path in checkpoints]
-    cfg = override(OmegaConf.create(models[0].config), data_overrides or [])
+    cfg = override(OmegaConf.create(models[0].config), data_overrides)
     sizes = {str(path): model.config["data"]["size"] for path, model in zip(checkpoints, models, strict=True)}
-    if len(set(sizes.values())) > 1 or ("data.size" in " ".join(data_overrides or []) and
+    if len(set(sizes.values())) > 1 or ("data.size" in " ".join(data_overrides) and
                                         cfg.data.size != models[0].config["data"]["size"]):
         detail = ", ".join(f"{p}: {s} px" for p, s in sizes.items())
         raise ValueError(f"the checkpoints work at different image sizes ({detail}); a study compares methods "
                          "on the same images at one size: use checkpoints trained at one data.size")
-    names = method_names([m.config["experiment"] for m in models])
-    images = held_out_images(cfg, settings["n_images"], models, names)
-    images["catch"] = [hue_rotated(rgb) for rgb in images["real"]]
+    return models, cfg
 
-    partial = directory.with_name(f".{name}.partial")
+
+def write_study_folder(directory: Path, images: dict[str, list], description: dict) -> None:
+    """images/<folder>/NNNN.png and study.json, written beside ``directory`` and renamed into place, so a
+    study folder is whole or absent."""
+    from PIL import Image
+
+    partial = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     for folder, items in images.items():
         (partial / "images" / folder).mkdir(parents=True)
         for i, rgb in enumerate(items):
             Image.fromarray(rgb).save(partial / "images" / folder / f"{i:04d}.png")
-    description = {"name": name, "protocol": settings["protocol"], "settings": settings,
-                   "methods": dict(zip(names, map(str, checkpoints), strict=True)),
-                   "db": None if in_folder else db.redacted(db_url), "data": OmegaConf.to_container(cfg.data)}
     (partial / "study.json").write_text(json.dumps(description, indent=2) + "\n")
     partial.rename(directory)
+
+
+def store_study(db_url: str, name: str, settings: dict, names: list[str], checkpoints: list[Path]) -> None:
+    """The study's rows: its settings and secret, one method per checkpoint plus the real-photo control,
+    and its images."""
+    engine = db.connect(db_url, create=True)
+    with engine.begin() as conn:
+        study_id = conn.execute(db.studies.insert().values(
+            name=name, protocol=settings["protocol"], settings=json.dumps(settings),
+            created_at=db.now(), secret=secrets.token_hex(32))).inserted_primary_key[0]
+        conn.execute(db.methods.insert(), [
+            {"study_id": study_id, "name": n, "directory": n, "checkpoint": str(p), "is_control": False}
+            for n, p in zip(names, checkpoints, strict=True)]
+            + [{"study_id": study_id, "name": CONTROL_NAMES[settings["protocol"]], "directory": "real",
+                "checkpoint": None, "is_control": True}])
+        conn.execute(db.images.insert(), [{"study_id": study_id, "idx": i, "stem": f"{i:04d}"}
+                                          for i in range(settings["n_images"])])
+
+
+def create_study(name: str, checkpoints: list[Path], settings: dict, root: Path = Path("studies"),
+                 db_url: str | None = None, data_overrides: list[str] | None = None) -> Path:
+    """Build the study; returns its directory. ValueError (nothing written) for any bad input."""
+    from omegaconf import OmegaConf
+
+    directory = study_directory(root, name)
+    in_folder = db_url is None  # SQLite in the study folder: found there again even if the folder moves
+    db_url = check_new_study(name, directory, db_url)
+    models, cfg = load_methods(checkpoints, data_overrides or [])
+    names = method_names([m.config["experiment"] for m in models])
+    images = held_out_images(cfg, settings["n_images"], models, names)
+    images["catch"] = [hue_rotated(rgb) for rgb in images["real"]]
+    write_study_folder(directory, images, {
+        "name": name, "protocol": settings["protocol"], "settings": settings,
+        "methods": dict(zip(names, map(str, checkpoints), strict=True)),
+        "db": None if in_folder else db.redacted(db_url), "data": OmegaConf.to_container(cfg.data)})
     try:
-        engine = db.connect(db_url, create=True)
-        with engine.begin() as conn:
-            study_id = conn.execute(db.studies.insert().values(
-                name=name, protocol=settings["protocol"], settings=json.dumps(settings),
-                created_at=db.now(), secret=secrets.token_hex(32))).inserted_primary_key[0]
-            conn.execute(db.methods.insert(), [
-                {"study_id": study_id, "name": n, "directory": n, "checkpoint": str(p), "is_control": False}
-                for n, p in zip(names, checkpoints, strict=True)]
-                + [{"study_id": study_id, "name": CONTROL_NAMES[settings["protocol"]], "directory": "real",
-                    "checkpoint": None, "is_control": True}])
-            conn.execute(db.images.insert(), [{"study_id": study_id, "idx": i, "stem": f"{i:04d}"}
-                                              for i in range(settings["n_images"])])
+        store_study(db_url, name, settings, names, checkpoints)
     except (sa.exc.IntegrityError, ValueError) as e:
         shutil.rmtree(directory)  # ours, created above: the user's files are never touched
         raise ValueError(f"could not store the study in {db.redacted(db_url)}: {e}") from e
