@@ -83,12 +83,35 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> bool:
 
 
 def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written: bool) -> dict[str, float]:
+    from colorlab import checkpoints as ckpt
+
+    datamodule, model, trainer, resume_from = prepare(cfg, run_dir, callbacks)
+    if trainer.is_global_zero and not config_written:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except ckpt.Requeued as e:
+            if trainer.is_global_zero:
+                print(f"colorlab.fit: {e}", flush=True)
+            return {}
+        if model.validated_step != trainer.global_step and trainer.num_val_batches and any(trainer.num_val_batches):
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # e.g. check_val_every_n_epoch > 1
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
+    if trainer.is_global_zero:
+        write_summary(metrics, trainer, datamodule, run_dir)
+    return metrics
+
+
+def prepare(cfg: DictConfig, run_dir: Path, callbacks: list | None):
+    """(datamodule, model, trainer, checkpoint to resume from or None): everything that can fail on a bad
+    config fails here, before the first step, as one ConfigError."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from colorlab import checkpoints as ckpt
     from colorlab.data import ColorDataModule
-    from colorlab.data.datamodule import skip_summary
     from colorlab.embed import EmbedWeightsError, attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
@@ -98,7 +121,9 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         from colorlab.sweep.pruning import callbacks_from_env
 
         callbacks = [*(callbacks or []), *callbacks_from_env()]
-    try:  # everything that can fail on a bad config fails here, before the first step, as one ConfigError
+    if requeue_signals is not None:  # Lightning leaves a signal that has a handler alone
+        callbacks = [*(callbacks or []), ckpt.RequeueOnSignal(requeue_signals)]
+    try:
         resume_from = ckpt.resolve_resume(cfg, run_dir)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = ColorDataModule(seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
@@ -115,23 +140,9 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
 
             load_init(model, None if resume_from else Path(cfg.init), list(cfg.finetune.freeze),
                       cfg.finetune.lr_scale)
-        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
-                                     monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
-                                     save_top_k=1, auto_insert_metric_name=False)
-        # Lightning's save_last only copies when a best checkpoint is written: keep last.ckpt apart, rewritten
-        # (atomically) after every epoch and every checkpoint.every_n_steps steps (one trigger per callback)
-        every_n_steps = cfg.checkpoint.every_n_steps
-        if not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ConfigError(f"checkpoint.every_n_steps={every_n_steps}: give a whole number of training steps, "
-                              "or 0 to write last.ckpt after every epoch only")
-        last = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                enable_version_counter=False, every_n_train_steps=n)
-                for n in dict.fromkeys([None, every_n_steps or None])]
-        if requeue_signals is not None:  # Lightning leaves a signal that has a handler alone
-            callbacks = [*(callbacks or []), ckpt.RequeueOnSignal(requeue_signals)]
         trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
-                             callbacks=[checkpoint, *last, ckpt.RestoreLoaderState(), ValidateBeforeStopping(),
-                                        *(callbacks or [])],
+                             callbacks=[*checkpoint_callbacks(cfg, run_dir), ckpt.RestoreLoaderState(),
+                                        ValidateBeforeStopping(), *(callbacks or [])],
                              plugins=[ckpt.AtomicCheckpointIO()],
                              **OmegaConf.to_container(cfg.trainer, resolve=True))
         check_batches_per_epoch(datamodule, cfg, trainer.world_size)
@@ -139,31 +150,41 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list | None, config_written:
         raise ConfigError(f"trainer: {str(e).strip()}") from e
     except (ValueError, FileNotFoundError, TypeError, EmbedWeightsError) as e:
         raise ConfigError(str(e).strip().replace("\n", " ")) from e
-    if trainer.is_global_zero and not config_written:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        except ckpt.Requeued as e:
-            if trainer.is_global_zero:
-                print(f"colorlab.fit: {e}", flush=True)
-            return {}
-        if model.validated_step != trainer.global_step and trainer.num_val_batches and any(trainer.num_val_batches):
-            trainer.validate(model, datamodule=datamodule, verbose=False)  # e.g. check_val_every_n_epoch > 1
+    return datamodule, model, trainer, resume_from
 
-    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
-    if trainer.is_global_zero:
-        skipped = skip_summary(datamodule)
-        summary = {**metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                   "data/skipped": skipped, "best_checkpoint": checkpoint.best_model_path or None}
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if skipped:
-            print(f"inputs left out: {sum(skipped.values())} (" + ", ".join(f"{n} {r}" for r, n in skipped.items())
-                  + ")")
-        print(f"run written to {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return metrics
+
+def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """The best checkpoint by ``checkpoint.monitor`` first, then last.ckpt: Lightning's save_last only copies
+    when a best checkpoint is written, so last.ckpt is kept apart, rewritten (atomically) after every epoch
+    and every ``checkpoint.every_n_steps`` steps (one trigger per callback)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    every_n_steps = cfg.checkpoint.every_n_steps
+    if not isinstance(every_n_steps, int) or every_n_steps < 0:
+        raise ConfigError(f"checkpoint.every_n_steps={every_n_steps}: give a whole number of training steps, "
+                          "or 0 to write last.ckpt after every epoch only")
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
+                           monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode,
+                           save_top_k=1, auto_insert_metric_name=False)
+    last = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False, every_n_train_steps=n)
+            for n in dict.fromkeys([None, every_n_steps or None])]
+    return [best, *last]
+
+
+def write_summary(metrics: dict[str, float], trainer: pl.Trainer, datamodule, run_dir: Path) -> None:
+    """metrics.json (final validation metrics, epoch, step, skipped inputs, best checkpoint) and one line."""
+    from colorlab.data.datamodule import skip_summary
+
+    skipped = skip_summary(datamodule)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    summary = {**metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+               "data/skipped": skipped, "best_checkpoint": best or None}
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if skipped:
+        print(f"inputs left out: {sum(skipped.values())} (" + ", ".join(f"{n} {r}" for r, n in skipped.items())
+              + ")")
+    print(f"run written to {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
 def check_input_size(model, size: int) -> None:
