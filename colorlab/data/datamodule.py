@@ -2,6 +2,25 @@
 
 CPU workers return uint8 RGB; ``on_after_batch_transfer`` turns it into normalised Lab on the
 training device (GPU when there is one), in fp32, and drops grayscale images from training.
+
+The batch a model receives (after ``on_after_batch_transfer``; B images of H x W):
+
+| key | shape, type | when |
+|---|---|---|
+| ``rgb`` | (B, 3, H, W) uint8 | always: the crop as decoded |
+| ``l``, ``ab`` | (B, 1, H, W) in [-0.5, 0.5]; (B, 2, H, W) in ~[-1, 1], fp32 | always (``colorlab.color``) |
+| ``index``, ``item`` | (B,) int | always: the dataset index; the source image (per-image caches) |
+| ``bimodal`` | (B, 1, H, W) bool | synthetic sources: the bimodal diamond's pixels |
+| ``label`` | (B,) int | ``data=folder data.labels=true``: the class folder |
+| ``embedding`` | (B, dim) fp32 | ``embed.enabled``: the cached global features of the whole image |
+| ``hint_ab``, ``hint_mask`` | (B, 2, H, W), (B, 1, H, W) | hint models in training (drawn by the model) |
+| ``l_stack`` | (B, n, H, W) | ``data.stack`` > 1: L of the frames centred on this one |
+| ``previous_ab``, ``previous_valid`` | (B, 2, H, W), (B, 1, H, W) bool | ``data.previous``: t-1's ab carried to t |
+| ``previous_flow`` | (B, 2, H, W) px | ``data.previous``: flow from frame t to t-1 |
+| ``l_previous``, ``ab_previous``, ``l_stack_previous`` | as ``l``, ``ab``, ``l_stack`` | ``data.previous``: t-1 |
+
+Training drops gray images (``decode_failed`` is popped and counted). Commands that read a checkpoint's
+held-out data get these batches from ``validation_data`` and ``DeviceBatches``.
 """
 
 from __future__ import annotations
