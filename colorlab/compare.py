@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
-from colorlab.config import ConfigError, override, usage_exit_code
+from colorlab.config import ConfigError, override, split_arguments, usage_exit_code
 from colorlab.data import DeviceBatches, validation_data
 from colorlab.evaluation.metric_nets import MetricWeightsError, metric_factories
 from colorlab.metrics import ColorMetrics
@@ -91,20 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if (code := usage_exit_code(argv, __doc__)) is not None:
         return code
-    checkpoints = [Path(a) for a in argv if "=" not in a]
-    options = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("data."))
-    data_overrides = [a for a in argv if a.startswith("data.")]
-    weights = {key: options.pop(f"evaluate.{key}_weights") for key in ("fid", "lpips")
-               if f"evaluate.{key}_weights" in options}
     try:
-        unknown = set(options) - {"out", "n", "rank"}
-        if unknown:
-            raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: out=DIR, n=N, rank=METRIC, data.KEY=VALUE, "
-                              "evaluate.fid_weights=W, evaluate.lpips_weights=W")
+        options, overrides, paths = split_arguments(argv, ("out", "n", "rank", "evaluate.fid_weights",
+                                                           "evaluate.lpips_weights"), ("data.",), "checkpoints")
+        checkpoints = [Path(a) for a in paths]
+        weights = {key: options[f"evaluate.{key}_weights"] for key in ("fid", "lpips")
+                   if f"evaluate.{key}_weights" in options}
         missing = [str(p) for p in checkpoints if not p.is_file()]
         if missing:
             raise ConfigError(f"checkpoint(s) not found: {', '.join(missing)}")
-        rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), data_overrides,
+        rows = compare(checkpoints, Path(options.get("out", "compare")), int(options.get("n", 8)), overrides,
                        weights, options.get("rank"))
     except (ConfigError, ValueError, MetricWeightsError) as e:
         return error("compare", e)

@@ -291,6 +291,29 @@ def key_value_options(argv: list[str], allowed: tuple[str, ...], required: tuple
     return options
 
 
+def split_arguments(argv: list[str], own: tuple[str, ...], override_prefixes: tuple[str, ...] | None = None,
+                    positional: str | None = None) -> tuple[dict[str, str], list[str], list[str]]:
+    """The arguments of a command that reads checkpoints: (its own ``key=value`` options, config overrides
+    ``key=value`` for the checked config, positional arguments). ``override_prefixes``: the overrides it
+    takes (None: any key, checked later by ``override``); ``positional``: what its positional arguments are
+    (None: it takes none). ConfigError names what is not valid."""
+    options, overrides, positionals = {}, [], []
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg:
+            positionals.append(arg)
+        elif key in own:
+            options[key] = arg.split("=", 1)[1]
+        elif override_prefixes is None or key.startswith(override_prefixes):
+            overrides.append(arg)
+        else:
+            valid = [f"{k}=..." for k in own] + [f"{p}..." for p in override_prefixes]
+            raise ConfigError(f"unknown option {key!r}; valid: {', '.join(valid)}")
+    if positionals and positional is None:
+        raise ConfigError(f"unexpected argument(s) {positionals}: options are key=value")
+    return options, overrides, positionals
+
+
 def usage_exit_code(argv: list[str], doc: str) -> int | None:
     """For the small commands: print ``doc`` and return the exit code when argv asks for help
     (0) or is empty (2); None when the command should run."""

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
-from colorlab.config import ConfigError, override, usage_exit_code
+from colorlab.config import ConfigError, override, split_arguments, usage_exit_code
 from colorlab.evaluation.metric_nets import (
     ClassificationAccuracy,
     MetricWeightsError,
@@ -315,11 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if (code := usage_exit_code(argv, __doc__)) is not None:
         return code
-    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "out="))}
-    # protocol=NAME is short for evaluate.protocol=NAME (a paper's layout, colorlab/evaluation/)
-    overrides = [f"evaluate.{a}" if a.startswith("protocol=") else a for a in argv
-                 if not a.startswith(("ckpt=", "out="))]
     try:
+        options, overrides, _ = split_arguments(argv, ("ckpt", "out"))
+        # protocol=NAME is short for evaluate.protocol=NAME (a paper's layout, colorlab/evaluation/)
+        overrides = [f"evaluate.{a}" if a.startswith("protocol=") else a for a in overrides]
         if "ckpt" not in options:
             raise ConfigError("missing ckpt=PATH (a checkpoint written by colorlab.fit)")
         checkpoint = Path(options["ckpt"])

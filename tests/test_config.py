@@ -62,3 +62,21 @@ def test_cli_exit_codes_and_messages():
     printed = run_cli("experiment=regression_l2", "optim.lr=0.25", "--cfg")
     assert printed.returncode == 0
     assert OmegaConf.create(printed.stdout).optim.lr == 0.25
+
+
+def test_commands_that_read_checkpoints_split_their_arguments_in_one_way(capsys):
+    from colorlab.compare import main as compare_main
+    from colorlab.config import split_arguments
+    from colorlab.evaluate import main as evaluate_main
+
+    options, overrides, paths = split_arguments(["a.ckpt", "out=o", "data.size=64", "b.ckpt"], ("out", "n"),
+                                                ("data.",), "checkpoints")
+    assert options == {"out": "o"} and overrides == ["data.size=64"] and paths == ["a.ckpt", "b.ckpt"]
+    with pytest.raises(ConfigError, match=r"unknown option 'model.lam'; valid: out=\.\.\., n=\.\.\., data\.\.\."):
+        split_arguments(["model.lam=0"], ("out", "n"), ("data.",), "checkpoints")
+    with pytest.raises(ConfigError, match=r"unexpected argument\(s\) \['stray'\]"):
+        split_arguments(["ckpt=x", "stray"], ("ckpt",))
+    assert compare_main(["x.ckpt", "bogus=1"]) == 2
+    assert capsys.readouterr().err.startswith("colorlab.compare: error: unknown option 'bogus'")
+    assert evaluate_main(["ckpt=x.ckpt", "stray"]) == 2
+    assert capsys.readouterr().err.startswith("colorlab.evaluate: error: unexpected argument(s) ['stray']")

@@ -150,17 +150,17 @@ def temporal_metrics(rgb: torch.Tensor, gray: torch.Tensor, source: torch.Tensor
 def main(argv: list[str]) -> int:
     from colorlab.cli import error
     from colorlab.color import normalize_lab, uint8_to_lab
+    from colorlab.config import ConfigError, key_value_options
     from colorlab.hints import encode_hints, load_hints
     from colorlab.inference import DEFAULT_HINT_PATCH
     from colorlab.models import load_colorizer
     from colorlab.video.flow import FLOW_NAMES, flow_estimator
 
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown = set(args) - {"ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"}
-    if unknown or not {"ckpt", "input", "out"} <= set(args):
-        return error("video", f"usage: python -m colorlab.video ckpt=PATH input=CLIP|DIR out=DIR [hints=FILE.json] "
-                         f"[max_side=N] [flow={'|'.join(FLOW_NAMES)}] [raft_weights=PATH]"
-                         f"{'; unknown: ' + str(sorted(unknown)) if unknown else ''}")
+    try:
+        args = key_value_options(argv, ("ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"),
+                                 required=("ckpt", "input", "out"))
+    except ConfigError as e:
+        return error("video", f"{e} (flow={'|'.join(FLOW_NAMES)})")
     src, out = Path(args["input"]), Path(args["out"])
     if out.exists():
         return error("video", f"out={out} exists; colorlab.video never writes over anything, give a new directory")
