@@ -119,8 +119,14 @@ def wait_until(condition, what: str, timeout: float = TIMEOUT):
 
 def hurry_requeued(env, job):
     """A requeued job waits about two minutes (Reason=BeginTime) before it is eligible again; let it start now
-    (SLURM takes the new start time only once the job is pending again)."""
-    wait_until(lambda: job_states(env, job)[job].startswith("PENDING"), "the requeued job to be pending")
+    (SLURM takes the new start time only once the job is pending again), but only once the first attempt's
+    step daemons have exited: on a loaded machine they outlive the requeue by seconds, and an attempt launched
+    beside them failed (FAILED restarts=1, no output)."""
+    def first_attempt_gone() -> bool:
+        leftover = subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True)
+        return job_states(env, job)[job].startswith("PENDING") and leftover.returncode == 1
+
+    wait_until(first_attempt_gone, "the requeued job to be pending, its first attempt gone")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, timeout=30)
 
 
