@@ -22,7 +22,7 @@ from tqdm import tqdm
 from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
 from colorlab.config import ConfigError, override, split_arguments, usage_exit_code
-from colorlab.data import DeviceBatches, validation_data
+from colorlab.data import DeviceBatches, embeddings_for, validation_data
 from colorlab.evaluation.metric_nets import MetricWeightsError, metric_factories
 from colorlab.metrics import ColorMetrics
 from colorlab.models import load_colorizer
@@ -49,12 +49,12 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
     models = [load_colorizer(path, device) for path in checkpoints]
     # the first checkpoint's data (checked overrides on top) for every model; each its own embeddings
     data = override(OmegaConf.create(models[0].config), data_overrides or []).data
-    rows, grid_lab = {}, None
+    rows, grid_lab, datamodule = {}, None, None
     names = [m.config["experiment"] for m in models]
     for name, model in zip(names, models, strict=True):
         cfg = override(OmegaConf.create(model.config), [])
         cfg.data = data
-        datamodule = validation_data(cfg)
+        datamodule = validation_data(cfg) if datamodule is None else embeddings_for(datamodule, cfg)
         metrics = ColorMetrics(model.val_metrics.auc.prior).to(device)  # its training prior: auc_rebalanced
         extra = {k: make().to(device) for k, make in factories.items()}
         for i, batch in enumerate(tqdm(DeviceBatches(datamodule, device), desc=name, disable=None)):

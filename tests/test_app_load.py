@@ -11,6 +11,7 @@ under PEAK_RSS_BOUND, and once the slow clients are gone it must answer promptly
 or extra thread left. Figures are printed for docs/benchmarks.md (pytest -s).
 """
 
+import contextlib
 import http.client
 import io
 import json
@@ -176,14 +177,31 @@ def slow_client(port: int, release: threading.Event) -> None:
         release.wait(60)
 
 
-def test_app_under_load_and_abuse(tiny_checkpoint):
+@contextlib.contextmanager
+def app_server(checkpoint):
+    """``python -m colorlab.app`` on a free port of 127.0.0.1, listening: (port, process); stopped afterwards."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "colorlab.app", f"ckpt={tiny_checkpoint}", f"port={port}"],
+    server = subprocess.Popen([sys.executable, "-m", "colorlab.app", f"ckpt={checkpoint}", f"port={port}"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert "colorlab.app: http://" in server.stdout.readline()
         threading.Thread(target=server.stdout.read, daemon=True).start()  # drain its output
+        deadline = time.monotonic() + 30  # the command prints its link just before it listens
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        yield port, server
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_app_under_load_and_abuse(tiny_checkpoint):
+    with app_server(tiny_checkpoint) as (port, server):
         side = int(int(MEGAPIXELS * 1e6) ** 0.5)
         at_budget = one_colour_png(side, side)  # 2000 x 2000: exactly the budget
         over_side = int(side * DECODE_FACTOR**0.5) - 1  # just under the decoding limit
@@ -262,9 +280,6 @@ def test_app_under_load_and_abuse(tiny_checkpoint):
         assert peak + unkept < PEAK_RSS_BOUND, f"peak RSS {peak / 1e9:.2f} GB + {unkept / 1e9:.2f} GB"
         assert sockets_after <= sockets_before  # no connection left open (the first upload's may be closing then)
         assert threads <= 2 + 40 + os.cpu_count() * 2  # main, event loop, anyio's 40 workers, torch's pools
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 @pytest.mark.slow
@@ -275,20 +290,7 @@ def test_app_answers_through_1000_idle_and_200_trickling_connections(tiny_checkp
     from tests.slow_clients import SlowClients
 
     raise_open_files_limit(4096)  # this process holds the 1200 client sockets
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "colorlab.app", f"ckpt={tiny_checkpoint}", f"port={port}"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert "colorlab.app: http://" in server.stdout.readline()
-        threading.Thread(target=server.stdout.read, daemon=True).start()
-        deadline = time.monotonic() + 30  # the command prints its link just before it listens
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=5).close()
-                break
-            except ConnectionRefusedError:
-                time.sleep(0.1)
+    with app_server(tiny_checkpoint) as (port, server):
         photo = one_colour_png(64, 48)
         assert request(port, "POST", "/api/upload", photo)[0] == 200  # warmed up: the model's first call
         before = int(proc_status(server.pid)["VmRSS"]) * 1024
@@ -305,6 +307,3 @@ def test_app_answers_through_1000_idle_and_200_trickling_connections(tiny_checkp
         assert status == 200 and decoded_size(reply["result"]) == (64, 48) and seconds < 5
         assert closed == 1200
         assert held < 100e6
-    finally:
-        server.terminate()
-        server.wait(30)

@@ -252,6 +252,15 @@ def validation_data(cfg, num_workers: int | None = None) -> ColorDataModule:
     return datamodule
 
 
+def embeddings_for(datamodule: ColorDataModule, cfg) -> ColorDataModule:
+    """The same data for another checkpoint (compare, study create): its own embedding tables, or none."""
+    from colorlab.embed import attach_embeddings
+
+    datamodule.embeddings.clear()
+    attach_embeddings(datamodule, cfg)
+    return datamodule
+
+
 class DeviceBatches:
     """Validation batches on ``device`` as a model receives them: the batch schema of
     ``ColorDataModule`` after ``on_after_batch_transfer`` (``l``, ``ab``, and ``embedding``, the

@@ -49,12 +49,15 @@ def held_out_images(cfg, n_images: int, models: list, names: list[str]) -> dict[
     from omegaconf import OmegaConf
 
     from colorlab.color import lab_to_uint8
-    from colorlab.data import DeviceBatches, validation_data
+    from colorlab.data import DeviceBatches, embeddings_for, validation_data
 
     images: dict[str, list] = {"real": []}
+    datamodule = None
     for name, model in zip(names, models, strict=True):
         model_cfg = OmegaConf.merge(OmegaConf.create(model.config), {"data": cfg.data})
-        datamodule = validation_data(model_cfg, num_workers=0)  # with its embeddings, for fusion models
+        # one data source for every method, each with its own embeddings (fusion models)
+        datamodule = (validation_data(model_cfg, num_workers=0) if datamodule is None
+                      else embeddings_for(datamodule, model_cfg))
         available = len(datamodule.val_set)
         if available < n_images:
             raise ValueError(f"the validation split has {available} images and the study needs n_images={n_images}; "
