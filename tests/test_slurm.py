@@ -183,27 +183,70 @@ def test_ddp_job_requeued_mid_epoch_ends_as_uninterrupted_and_matches_one_proces
         assert two[key] == pytest.approx(one[key], rel=0.15), key
 
 
+def catches_sigusr1(job: str) -> bool:
+    """Whether the job's ``python -m colorlab.fit`` task has its SIGUSR1 handler (SigCgt bit 10 in
+    /proc/PID/status); srun, whose command line also names colorlab.fit, is not the task."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if not (Path(argv[0].decode()).name.startswith("python") and b"colorlab.fit" in argv
+                    and f"SLURM_JOB_ID={job}".encode() in (proc / "environ").read_bytes().split(b"\0")):
+                continue
+            caught = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("SigCgt"))
+            if int(caught.split()[1], 16) & 1 << (signal.SIGUSR1 - 1):
+                return True
+        except (OSError, StopIteration):  # not a process, or one that just ended
+            continue
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_a_signal_in_the_first_seconds_requeues_instead_of_killing(cluster, tmp_path):
     """A 2-minute limit: SLURM's warning (SIGUSR1 90 s before the limit, up to a minute early) comes while the
-    process is still starting. Sent here as soon as the job runs, before Python has imported torch: the job
-    saves after its first step and requeues, and the log says so; it is never killed by the signal."""
+    process is still starting. Sent here as soon as the task's Python records it (its first line), before it has
+    imported torch: the job saves after its first step and requeues, and the log says so; it is never killed by
+    the signal."""
     folder = job_dir(tmp_path, "early")
     job = submit(cluster, [*CPU_JOB, "--ntasks-per-node=1", "--time=2", DDP, *TINY], folder)
     out = folder / "runs" / f"slurm-{job}.out"
-    wait_until(lambda: f"{job}.0" in subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i"], env=cluster,
-                                                    capture_output=True, text=True, timeout=30).stdout,
-               "srun's step to start")  # the signal goes to the step's tasks, now starting Python
+    wait_until(lambda: catches_sigusr1(job), "the task's Python to record SIGUSR1", timeout=60)
     subprocess.run(["scancel", "--signal=USR1", job], env=cluster, check=True, timeout=30)
     wait_until(lambda: job_states(cluster, job).get(job, "").split()[0] != "RUNNING", "the end of the attempt")
     state = job_states(cluster, job)[job]
     subprocess.run(["scancel", job], env=cluster, timeout=30)  # one requeue shows it: no need to finish
     log = out.read_text()
     assert "restarts=1" in state, state + "\n" + log[-3000:]
-    assert "SIGUSR1 (SLURM's time-limit warning)" in log and f"requeueing job {job}" in log, log[-3000:]
+    assert "SIGUSR1 (SLURM's time-limit warning) at" in log and f"requeueing job {job}" in log, log[-3000:]
     assert "User defined signal 1" not in log, log[-3000:]
     assert (folder / "runs" / "regression_l2" / f"slurm-{job}" / "hpc_ckpt_1.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_signal_before_python_starts_requeues_from_the_batch_script(cluster, tmp_path):
+    """The milliseconds between the task's start and colorlab.fit's first line: a stand-in python that dies of
+    SIGUSR1 on the first attempt. ddp.sbatch sees srun's 138 (128 + SIGUSR1) and requeues; the second attempt
+    runs."""
+    folder = job_dir(tmp_path, "before")
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\n[ "${SLURM_RESTART_COUNT:-0}" = 0 ] && kill -USR1 $$\n'
+                        'echo "attempt $SLURM_RESTART_COUNT ran"\n')
+    stand_in.chmod(0o755)
+    env = {**cluster, "PATH": f"{stand_in.parent}:{cluster['PATH']}"}
+    job = submit(env, [*CPU_JOB, "--ntasks-per-node=1", DDP, "experiment=regression_l2"], folder)
+    def first_attempt_over() -> bool:
+        state = job_states(cluster, job)[job]
+        return "restarts=1" in state or state.split()[0] in ("COMPLETED", "FAILED", "CANCELLED")
+
+    wait_until(first_attempt_over, "the first attempt to end")
+    log = (folder / "runs" / f"slurm-{job}.out").read_text()
+    assert "restarts=1" in job_states(cluster, job)[job], log
+    hurry_requeued(cluster, job)
+    assert wait_for_job(cluster, job, TIMEOUT)[job] == "COMPLETED restarts=1"
+    log = (folder / "runs" / f"slurm-{job}.out").read_text()
+    assert f"came before Python started; requeueing job {job}" in log and "attempt 1 ran" in log, log
 
 
 @pytest.mark.slow
