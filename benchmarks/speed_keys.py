@@ -2,15 +2,20 @@
 
 The full training step of one experiment (default: unet_bins, the README's main job, at its size and
 batch; Lab conversion, targets, loss, backward, AdamW step) with the defaults and with one key
-flipped: ``optim.fused=true`` (fused AdamW), ``speed.channels_last=true``, ``speed.compile=true``
-(torch.compile of the network) and bf16 autocast around the step (what ``trainer.precision=bf16-mixed``
-does; Lab conversion stays outside it, in fp32). Variants are interleaved round by round so that a
-shared machine's load hits them alike; medians. Target: at the experiment's budget (its steps per
-epoch x max_epochs, first step included: compilation is paid once per run), the defaults are the
-fastest measured within timing noise (no variant more than ``--noise`` faster), so that no default
-leaves speed unused.
+flipped. On the CPU (the defaults of ``trainer=default``): ``optim.fused=true`` (fused AdamW),
+``speed.channels_last=false``, ``speed.compile=true`` (torch.compile of the network) and bf16 autocast
+around the step (what ``trainer.precision=bf16-mixed`` does; Lab conversion stays outside it, in
+fp32). On a GPU (``--device cuda``, the defaults of ``trainer=gpu``: bf16-mixed): the same keys, plus
+fp32 in NHWC and NCHW with cuDNN/matmul TF32 as PyTorch leaves them (cuDNN on, matmul off) and with
+both off. Variants are interleaved round by round so that a shared machine's load hits them alike;
+medians. Target: at the experiment's budget (its steps per epoch x max_epochs, first step included:
+compilation is paid once per run), the defaults are the fastest measured within timing noise (no
+variant at the same precision more than ``--noise`` faster), so that no default leaves speed unused; on a
+GPU also ``speed.channels_last=auto`` in fp32 picks the faster of the two fp32 layouts.
 
-    python benchmarks/speed_keys.py [--experiment unet_bins] [--rounds 3] [--steps 4] [--noise 0.1] [--skip NAME ...]
+    python benchmarks/speed_keys.py [--device cpu|cuda] [--experiment unet_bins] [--set key=value ...]
+                                    [--rounds 3] [--steps 4] [--noise 0.1] [--skip NAME ...]
+e.g. on a GPU: --device cuda --experiment eccv16_full --set data.size=256 net.width=64 data.batch_size=64
 """
 
 from __future__ import annotations
@@ -30,78 +35,116 @@ from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
 from colorlab.prior import load_or_compute_prior
 
-VARIANTS = {"defaults": [], "optim.fused=true": ["optim.fused=true"],
-            "speed.channels_last=true": ["speed.channels_last=true"], "speed.compile=true": ["speed.compile=true"],
-            "bf16 autocast": []}
+# name -> (overrides, TF32 off); the defaults are those of trainer=default on the CPU, trainer=gpu on a GPU
+VARIANTS = {
+    "cpu": {"defaults": ([], False), "optim.fused=true": (["optim.fused=true"], False),
+            "speed.channels_last=false": (["speed.channels_last=false"], False),
+            "speed.compile=true": (["speed.compile=true"], False),
+            "bf16 autocast": (["trainer.precision=bf16-mixed"], False)},
+    "cuda": {"defaults": ([], False), "optim.fused=true": (["optim.fused=true"], False),
+             "speed.channels_last=true": (["speed.channels_last=true"], False),
+             "speed.channels_last=false": (["speed.channels_last=false"], False),
+             "speed.compile=true": (["speed.compile=true"], False),
+             "fp32": (["trainer.precision=32-true"], False),
+             "fp32 NHWC": (["trainer.precision=32-true", "speed.channels_last=true"], False),
+             "fp32 NCHW": (["trainer.precision=32-true", "speed.channels_last=false"], False),
+             "fp32 NHWC, TF32 off": (["trainer.precision=32-true", "speed.channels_last=true"], True),
+             "fp32 NCHW, TF32 off": (["trainer.precision=32-true", "speed.channels_last=false"], True)},
+}
+BASE = {"cpu": [], "cuda": ["trainer=gpu"]}
 
 
-def build(experiment: str, tmp: str, extra: list[str]):
-    cfg = compose(experiment, [f"prior.cache_dir={tmp}", "prior.max_images=64", "data.num_workers=0",
-                               "optim.scheduler=none", *extra])
+def build(experiment: str, tmp: str, extra: list[str], device: str = "cpu"):
+    cfg = compose(experiment, [*BASE[device], f"prior.cache_dir={tmp}", "prior.max_images=64",
+                               "data.num_workers=0", "optim.scheduler=none", *extra])
     torch.manual_seed(0)
-    model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).train()
+    model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).to(device).train()
     model.log = lambda *a, **k: None  # outside a Trainer
     opt = model.configure_optimizers()
     return cfg, model, opt["optimizer"] if isinstance(opt, dict) else opt
 
 
-def step(model, opt, rgb, bf16: bool) -> None:
+@contextlib.contextmanager
+def tf32(off: bool):
+    """cuDNN and matmul TF32 off for the block (PyTorch's defaults: cuDNN on, matmul off)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if off:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def step(model, opt, rgb, bf16: bool, tf32_off: bool = False) -> None:
     batch = add_lab({"rgb": rgb})  # fp32 Lab, outside autocast as in training
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with autocast:
+    autocast = torch.autocast(rgb.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with tf32(tf32_off), autocast:
         loss = model.training_step(batch, 0)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if rgb.is_cuda:
+        torch.cuda.synchronize()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--experiment", default="unet_bins")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every variant, e.g. data.size=256")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.1, help="a variant this much faster than the defaults fails")
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out, e.g. speed.compile=true")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
+    variants = {name: v for name, v in VARIANTS[args.device].items() if name not in args.skip}
     with tempfile.TemporaryDirectory() as tmp:
-        models, failed, first = {}, {}, {}
-        for name, extra in VARIANTS.items():
-            if name in args.skip:
-                continue
-            cfg, model, opt = build(args.experiment, tmp, extra)
+        models, failed, first, bf16 = {}, {}, {}, {}
+        for name, (extra, tf32_off) in variants.items():
+            cfg, model, opt = build(args.experiment, tmp, [*args.set, *extra], args.device)
+            bf16[name] = str(cfg.trainer.precision).startswith("bf16")
             scenes = SyntheticScenes(cfg.data.size, cfg.data.batch_size, 0, "train")
-            rgb = torch.stack([scenes[i]["rgb"] for i in range(cfg.data.batch_size)])
+            rgb = torch.stack([scenes[i]["rgb"] for i in range(cfg.data.batch_size)]).to(args.device)
             try:
                 start = time.perf_counter()
-                step(model, opt, rgb, name == "bf16 autocast")  # warm-up (and compilation)
+                step(model, opt, rgb, bf16[name], tf32_off)  # warm-up (and compilation)
                 first[name] = time.perf_counter() - start
                 print(f"{name}: first step {first[name]:.1f} s", flush=True)
-                models[name] = (model, opt)
+                models[name] = (model, opt, tf32_off)
             except Exception as e:  # noqa: BLE001 - a key that cannot run here is reported, not fatal
                 failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                 print(f"{name}: failed ({failed[name]})", flush=True)
         times = {name: [] for name in models}
         for _ in range(args.rounds):
-            for name, (model, opt) in models.items():
+            for name, (model, opt, tf32_off) in models.items():
                 for _ in range(args.steps):
                     start = time.perf_counter()
-                    step(model, opt, rgb, name == "bf16 autocast")
+                    step(model, opt, rgb, bf16[name], tf32_off)
                     times[name].append(time.perf_counter() - start)
     budget = cfg.data.train_size // cfg.data.batch_size * cfg.trainer.max_epochs if "train_size" in cfg.data else 0
     median = {name: statistics.median(t) for name, t in times.items()}
     run = {name: first[name] + budget * median[name] for name in times}  # seconds of steps at the budget
-    print(f"\n{args.experiment}, {cfg.data.size} px, batch {cfg.data.batch_size}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; budget {budget} steps\n")
-    print("| variant | first step (s) | median step (ms) | step speed vs defaults | steps at the budget (s) | "
-          "run speed vs defaults |\n|---|---|---|---|---|---|")
+    print(f"\n{args.experiment}, {cfg.data.size} px, batch {cfg.data.batch_size}, {args.device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; budget {budget} steps\n")
+    print("| variant | first step (s) | median step (ms) | img/s | step speed vs defaults | steps at the budget (s) "
+          "| run speed vs defaults |\n|---|---|---|---|---|---|---|")
     for name in times:
-        print(f"| {name} | {first[name]:.1f} | {1000 * median[name]:.0f} | {median['defaults'] / median[name]:.2f}x | "
-              f"{run[name]:.0f} | {run['defaults'] / run[name]:.2f}x |")
+        print(f"| {name} | {first[name]:.1f} | {1000 * median[name]:.1f} | {cfg.data.batch_size / median[name]:.0f} "
+              f"| {median['defaults'] / median[name]:.2f}x | {run[name]:.0f} | {run['defaults'] / run[name]:.2f}x |")
     for name, why in failed.items():
-        print(f"| {name} | failed: {why} | — | — | — | — |")
-    faster = [n for n in times if run["defaults"] / run[n] > 1 + args.noise]
-    if faster:
-        print(f"target: FAIL ({', '.join(faster)} more than {args.noise:.0%} faster than the defaults at the budget)")
+        print(f"| {name} | failed: {why} | — | — | — | — | — |")
+    problems = [f"{n} more than {args.noise:.0%} faster than the defaults at the budget" for n in times
+                if bf16[n] == bf16["defaults"] and run["defaults"] / run[n] > 1 + args.noise]
+    if args.device == "cuda" and {"fp32", "fp32 NHWC", "fp32 NCHW"} <= set(times):
+        fastest = min(("fp32 NHWC", "fp32 NCHW"), key=median.get)
+        if median["fp32"] > median[fastest] * (1 + args.noise):
+            problems.append(f"fp32 with channels_last=auto is slower than {fastest}")
+    if problems:
+        print(f"target: FAIL ({'; '.join(problems)})")
         return 1
     print("target: PASS")
     return 0

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from colorlab.config import compose
 from colorlab.data import add_lab
 from colorlab.fit import train
-from colorlab.models import build_model
+from colorlab.models import build_model, channels_last
 from colorlab.prior import load_or_compute_prior
 
 EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
@@ -59,3 +60,27 @@ def test_channels_last_is_a_layout_only(experiment, tiny_overrides):
         batch["embedding"] = torch.randn(2, nchw.net.embed_dim)
     with torch.no_grad():
         torch.testing.assert_close(nhwc.run_net(batch), nchw.run_net(batch), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("accelerator", "precision", "net", "expected"), [
+    ("cpu", "32-true", "eccv16", True),       # the CPU: NHWC for every net
+    ("cpu", "bf16-mixed", "unet", True),
+    ("gpu", "bf16-mixed", "eccv16", True),    # a GPU under mixed precision: NHWC
+    ("gpu", "16-mixed", "siggraph17", True),
+    ("gpu", "32-true", "eccv16", False),      # the fp32 NHWC trap of eccv16-like nets on a GPU
+    ("cuda", "32", "siggraph17", False),
+    ("gpu", "32-true", "unet", True),
+])
+def test_channels_last_auto_follows_the_device_and_precision(accelerator, precision, net, expected):
+    trainer = OmegaConf.create({"accelerator": accelerator, "precision": precision})
+    assert channels_last("auto", trainer, net) is expected
+    assert channels_last(not expected, trainer, net) is (not expected)  # true/false force it
+
+
+def test_channels_last_auto_is_the_default_and_bad_values_are_named(tiny_overrides):
+    cfg = compose("eccv16_full", [*tiny_overrides, "net.width=8"])
+    assert cfg.speed.channels_last == "auto"
+    model = build_model(cfg, load_or_compute_prior(cfg)["counts"])  # on the CPU: NHWC
+    assert model.net.model1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="speed.channels_last must be true, false or auto. Got 'maybe'"):
+        channels_last("maybe", cfg.trainer, "unet")

@@ -34,6 +34,27 @@ def placeholder_prior(cfg: DictConfig) -> Tensor:
     return torch.ones(len(gamut_centers(cfg.prior.grid)), dtype=torch.float64)
 
 
+# Networks whose fp32 steps are slower in NHWC on a GPU: eccv16_full at 256 px, width 64, batch 64 on an H200
+# (cuDNN TF32 off) trained at 16 img/s NHWC vs 122 NCHW, while unet_bins went 1132 vs 849. siggraph17 shares
+# eccv16's dilated 3x3 blocks and is assumed alike until measured (benchmarks/gpu.sh measures both).
+NCHW_FOR_FP32_ON_GPU = ("eccv16", "siggraph17")
+
+
+def channels_last(setting: bool | str, trainer: DictConfig, net_name: str) -> bool:
+    """Whether the network runs in NHWC. ``speed.channels_last=auto`` picks the format measured faster on the
+    device and precision the trainer will use: on the CPU NHWC (1.16-1.28x for 64 px nets, docs/benchmarks.md);
+    on a GPU NHWC under mixed precision (H200, bf16: eccv16_full 1393 vs 1127 img/s, unet_bins 3002 vs 1181)
+    and in fp32 except for NCHW_FOR_FP32_ON_GPU. ``true``/``false`` force it."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"speed.channels_last must be true, false or auto. Got {setting!r}")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    full_precision = str(trainer.get("precision", "32-true")) in ("32", "32-true", "64", "64-true")
+    return not (on_gpu and full_precision and net_name in NCHW_FOR_FP32_ON_GPU)
+
+
 def build_model(cfg: DictConfig, prior: Tensor) -> Colorizer:
     """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``.
 
@@ -72,7 +93,7 @@ def build_model(cfg: DictConfig, prior: Tensor) -> Colorizer:
     if model.temporal_weight < 0:
         raise ValueError(f"temporal.weight must be >= 0. Got {model.temporal_weight}")
     speed = cfg.get("speed") or {}
-    if speed.get("channels_last", False):
+    if channels_last(speed.get("channels_last", False), cfg.trainer, cfg.net.name):
         model.net.to(memory_format=torch.channels_last)
     if speed.get("compile", False):
         model.net.compile()

@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
         if not src.exists():
             raise ValueError(f"{src}: no such file or folder")
         frames, rate = read_clip(src, int(args.get("max_side", 2048)))
-        model = load_colorizer(args["ckpt"])
+        model = load_colorizer(args["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
         size = int(model.config["data"]["size"])
         key = None
         if "hints" in args:

@@ -40,12 +40,17 @@ def clip_scores(rgb_u8: torch.Tensor, clip: dict, lab_ab: torch.Tensor) -> dict:
             "colorfulness": float(colorfulness(rgb_u8.float() / 255).mean())}
 
 
+def device_of(model) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: int = 16
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(colourized uint8 clip, its ab in Lab units) from the L of ``rgb_u8`` (T, 3, H, W), ``chunk`` frames
-    per network call."""
-    l, _ = normalize_lab(uint8_to_lab(rgb_u8))
+    per network call on the model's device; both returned on the CPU."""
+    l, _ = normalize_lab(uint8_to_lab(rgb_u8.to(device_of(model))))
     stack = int((model.config or {}).get("data", {}).get("stack", 1) or 1)
     inp = l
     if stack > 1:
@@ -58,8 +63,7 @@ def colorize_clip(model, rgb_u8: torch.Tensor, progress: bool = False, chunk: in
         abs_.append(model.predict_ab(model(inp[start:start + chunk]), l.shape[-2:]))
         bar.update(len(abs_[-1]))
     bar.close()
-    ab = torch.cat(abs_)
-    lab = denormalize_lab(l, ab)
+    lab = denormalize_lab(l, torch.cat(abs_)).cpu()
     return lab_to_uint8(lab), lab[:, 1:]
 
 
@@ -71,26 +75,27 @@ def propagate_clip(model, rgb_u8: torch.Tensor, key_ab: torch.Tensor | None = No
     user's colours) where ``key_mask`` (1, H, W) is 1 (None: every pixel; no key_ab: no hints), every
     later frame t the previous prediction carried along ``flows[t - 1]`` (flow from t back to t-1,
     non-occluded mask; default ``estimated_flows``: Farneback from the gray frames, computed while the
-    network runs), the mask as the hint mask."""
+    network runs), the mask as the hint mask. Runs on the model's device; returns on the CPU."""
     from colorlab.flow import warp
 
-    l, _ = normalize_lab(uint8_to_lab(rgb_u8))
+    device = device_of(model)
+    l, _ = normalize_lab(uint8_to_lab(rgb_u8.to(device)))
     h, w = l.shape[-2:]
     abs_ = []
-    hint_ab = torch.zeros(1, 2, h, w)
-    hint_mask = torch.zeros(1, 1, h, w)
+    hint_ab = torch.zeros(1, 2, h, w, device=device)
+    hint_mask = torch.zeros(1, 1, h, w, device=device)
     if key_ab is not None:
-        hint_ab = key_ab[None].float()
-        hint_mask = torch.ones(1, 1, h, w) if key_mask is None else key_mask[None].float()
+        hint_ab = key_ab[None].float().to(device)
+        hint_mask = torch.ones(1, 1, h, w, device=device) if key_mask is None else key_mask[None].float().to(device)
     if flows is None and l.shape[0] > 1:
         flows = estimated_flows(rgb_u8, background=True)
     for t in tqdm(range(l.shape[0]), desc="propagate", unit="frame", disable=None if progress else True):
         if t > 0:
             back, mask = flows[t - 1]
-            hint_mask = mask[None].float()
-            hint_ab = warp(abs_[-1], back[None].float())[0] * hint_mask
+            hint_mask = mask[None].float().to(device)
+            hint_ab = warp(abs_[-1], back[None].float().to(device))[0] * hint_mask
         abs_.append(model.predict_ab(model(l[t:t + 1], None, hint_ab, hint_mask), (h, w)))
-    lab = denormalize_lab(l, torch.cat(abs_))
+    lab = denormalize_lab(l, torch.cat(abs_)).cpu()
     return lab_to_uint8(lab), lab[:, 1:]
 
 
