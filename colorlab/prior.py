@@ -48,6 +48,7 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     from torch.utils.data import DataLoader
 
     from colorlab.data import add_lab
+    from colorlab.data.synthetic import render_batch
 
     dataset = datamodule.train_set
     n_images = min(len(dataset), cfg.prior.max_images)
@@ -58,7 +59,8 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
         for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
-            ab = add_lab({"rgb": batch["rgb"].to(device)})["ab"] * AB_NORM  # the DataModule's own conversion
+            images = render_batch({k: batch[k].to(device) for k in ("rgb", "scene", "ground_l") if k in batch})
+            ab = add_lab({"rgb": images["rgb"]})["ab"] * AB_NORM  # the DataModule's own conversion
             ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
             histograms.append(bin_counts(ab, centers).float().cpu())
     return torch.cat(histograms), n_images

@@ -7,7 +7,7 @@ The batch a model receives (after ``on_after_batch_transfer``; B images of H x W
 
 | key | shape, type | when |
 |---|---|---|
-| ``rgb`` | (B, 3, H, W) uint8 | always: the crop as decoded |
+| ``rgb`` | (B, 3, H, W) uint8 | always: the crop as decoded, or the scene painted (``data.render``) |
 | ``l``, ``ab`` | (B, 1, H, W) in [-0.5, 0.5]; (B, 2, H, W) in ~[-1, 1], fp32 | always (``colorlab.color``) |
 | ``index``, ``item`` | (B,) int | always: the dataset index; the source image (per-image caches) |
 | ``bimodal`` | (B, 1, H, W) bool | synthetic sources: the bimodal diamond's pixels |
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
 from colorlab.data.photos import folder_splits, samples_splits
-from colorlab.data.synthetic import synthetic_splits
+from colorlab.data.synthetic import render_batch, synthetic_splits
 
 
 # data.name -> function(**source keys of the data config) -> (train dataset, val dataset)
@@ -63,7 +63,7 @@ SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": f
 
 
 # data keys that change what the splits contain (not how fast they are read)
-_SPEED_KEYS = {"batch_size", "num_workers"}
+_SPEED_KEYS = {"batch_size", "num_workers", "render"}  # render: where scenes are painted (same scenes)
 
 
 def skip_summary(datamodule: ColorDataModule) -> dict:
@@ -213,13 +213,15 @@ class ColorDataModule(pl.LightningDataModule):
         return ResumableLoader(dataset, sampler=EpochShuffle(dataset, self.seed, replicas, rank), **options)
 
     def train_dataloader(self) -> DataLoader:
+        if getattr(self.train_set, "render", None) == "auto":  # synthetic scenes: painted where training runs
+            self.train_set.on_device = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        batch = add_lab(batch)
+        batch = add_lab(render_batch(batch))
         training = self.trainer is not None and self.trainer.training
         failed = batch.pop("decode_failed", None)
         if training and failed is not None:
