@@ -17,6 +17,7 @@ COMMANDS = {
     "video-evaluate": ("colorlab.video.evaluate", "temporal metrics of video checkpoints"),
     "prior": ("colorlab.prior", "the ab prior of a data source and its figures"),
     "prepare": ("colorlab.prepare", "write streaming shards of a folder"),
+    "import-weights": ("colorlab.import_weights", "Zhang's released weights as a colorlab checkpoint"),
     "sweep": ("colorlab.sweep", "run a W&B sweep file offline (Optuna)"),
     "study": ("colorlab.study", "human real-vs-fake studies: create, serve, report, close"),
 }

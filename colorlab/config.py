@@ -292,32 +292,50 @@ def key_value_options(argv: list[str], allowed: tuple[str, ...], required: tuple
 
 
 def split_arguments(argv: list[str], own: tuple[str, ...], override_prefixes: tuple[str, ...] | None = None,
-                    positional: str | None = None) -> tuple[dict[str, str], list[str], list[str]]:
-    """The arguments of a command that reads checkpoints: (its own ``key=value`` options, config overrides
-    ``key=value`` for the checked config, positional arguments). ``override_prefixes``: the overrides it
-    takes (None: any key, checked later by ``override``); ``positional``: what its positional arguments are
-    (None: it takes none). ConfigError names what is not valid."""
+                    positional: str | None = None, flags: dict[str, type] | None = None
+                    ) -> tuple[dict[str, object], list[str], list[str]]:
+    """The arguments of a command: (its own options, config overrides ``key=value`` for the checked config,
+    positional arguments). Own options are ``key=value`` with ``key`` in ``own``, or, for the commands whose
+    options keep their GNU spelling beside the overrides (sweep, import_weights, video.evaluate), ``--name VALUE``
+    or ``--name=VALUE`` with ``--name`` in ``flags`` (name -> type the value converts to, kept under
+    ``--name``). ``override_prefixes``: the overrides it takes (None: any key, checked later by ``override``);
+    ``positional``: what its positional arguments are (None: it takes none). ConfigError names what is not
+    valid."""
+    flags = flags or {}
+    valid = [*flags, *(f"{k}=..." for k in own)] + \
+        (["config overrides key=value"] if override_prefixes is None else [f"{p}..." for p in override_prefixes])
     options, overrides, positionals = {}, [], []
-    for arg in argv:
-        key = arg.split("=", 1)[0]
-        if "=" not in arg:
+    args = iter(argv)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key in flags:
+            options[key] = _flag_value(key, value if sep else next(args, None), flags[key])
+        elif not sep and not arg.startswith("-"):
             positionals.append(arg)
         elif key in own:
-            options[key] = arg.split("=", 1)[1]
-        elif override_prefixes is None or key.startswith(override_prefixes):
+            options[key] = value
+        elif sep and not key.startswith("-") and (override_prefixes is None or key.startswith(override_prefixes)):
             overrides.append(arg)
         else:
-            valid = [f"{k}=..." for k in own] + [f"{p}..." for p in override_prefixes]
             raise ConfigError(f"unknown option {key!r}; valid: {', '.join(valid)}")
     if positionals and positional is None:
         raise ConfigError(f"unexpected argument(s) {positionals}: options are key=value")
     return options, overrides, positionals
 
 
+def _flag_value(flag: str, text: str | None, kind: type) -> object:
+    if text is None:
+        raise ConfigError(f"{flag} needs a value")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text}: expected {_TYPE_NAMES.get(kind, kind.__name__)}") from None
+
+
 def usage_exit_code(argv: list[str], doc: str) -> int | None:
     """For the small commands: print ``doc`` and return the exit code when argv asks for help
-    (0) or is empty (2); None when the command should run."""
-    if argv and argv[0] not in ("-h", "--help"):
+    (0: -h or --help anywhere) or is empty (2); None when the command should run."""
+    if argv and not {"-h", "--help"} & set(argv):
         return None
     print(doc)
     return 0 if argv else 2

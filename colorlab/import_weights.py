@@ -15,37 +15,37 @@ checkpoint (default ``runs/released/<kind>.ckpt``). docs/published_models.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from colorlab.cli import error
+from colorlab.config import ConfigError, split_arguments, usage_exit_code
 from colorlab.models.released import KINDS, WeightsError, import_released, save_checkpoint
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, as every colorlab command
-        sys.exit(error("import_weights", message))
+FLAGS = {"--out": Path, "--prior": Path, "--mask-offset": float}
+MASK_OFFSETS = (0.0, 0.5)  # the released and Caffe-converted weights; colorization-pytorch's mask_cent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m colorlab.import_weights", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=KINDS)
-    parser.add_argument("path", type=Path, help="the released .pth")
-    parser.add_argument("--out", type=Path, help="the checkpoint to write (default: runs/released/KIND.ckpt)")
-    parser.add_argument("--prior", type=Path, help="prior_probs.npy: the release's ab prior over the 313 bins")
-    parser.add_argument("--mask-offset", type=float, default=0.0, choices=(0.0, 0.5),
-                        help="siggraph17: 0.5 for colorization-pytorch's own checkpoints (default 0)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    out = args.out or Path("runs/released") / f"{args.kind}.ckpt"
+    argv = sys.argv[1:] if argv is None else argv
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     try:
+        options, _, positionals = split_arguments(argv, (), (), "KIND PATH", FLAGS)
+        if len(positionals) != 2 or positionals[0] not in KINDS:
+            raise ConfigError(f"expected KIND PATH with KIND one of {', '.join(KINDS)}. Got {positionals}")
+        kind, path = positionals[0], Path(positionals[1])
+        mask_offset = options.get("--mask-offset", 0.0)
+        if mask_offset not in MASK_OFFSETS:
+            raise ConfigError(f"--mask-offset must be one of {', '.join(map(str, MASK_OFFSETS))}. Got {mask_offset}")
+        out = options.get("--out", Path("runs/released") / f"{kind}.ckpt")
         if out.exists():
             raise WeightsError(f"--out {out} exists; nothing was written over: give another path")
-        model = import_released(args.kind, args.path, args.prior, args.mask_offset)
-    except ValueError as e:
+        model = import_released(kind, path, options.get("--prior"), mask_offset)
+    except ValueError as e:  # ConfigError and WeightsError among them
         return error("import_weights", e)
-    save_checkpoint(model, out, args.path)
-    print(f"{args.kind} weights from {args.path} written to {out}; e.g. python -m colorlab.colorize ckpt={out} "
+    save_checkpoint(model, out, path)
+    print(f"{kind} weights from {path} written to {out}; e.g. python -m colorlab.colorize ckpt={out} "
           "input=PHOTO out=colorized/")
     return 0
 

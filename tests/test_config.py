@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -80,3 +81,48 @@ def test_commands_that_read_checkpoints_split_their_arguments_in_one_way(capsys)
     assert capsys.readouterr().err.startswith("colorlab.compare: error: unknown option 'bogus'")
     assert evaluate_main(["ckpt=x.ckpt", "stray"]) == 2
     assert capsys.readouterr().err.startswith("colorlab.evaluate: error: unexpected argument(s) ['stray']")
+
+
+def test_gnu_flags_are_options_of_the_same_split(capsys):
+    from colorlab.config import split_arguments, usage_exit_code
+    from colorlab.sweep.__main__ import parse_args
+
+    flags = {"--count": int, "--out": str}
+    argv = ["s.yaml", "--count", "5", "trainer.max_steps=3", "--out=runs/x"]
+    assert split_arguments(argv, (), None, "the sweep file", flags) == (
+        {"--count": 5, "--out": "runs/x"}, ["trainer.max_steps=3"], ["s.yaml"])
+    for argv, message in [(["--count", "five"], "--count five: expected an integer"), (["--count"], "needs a value"),
+                          (["--cout", "5"], "unknown option '--cout'; valid: --count, --out, config overrides")]:
+        with pytest.raises(ConfigError, match=message):
+            split_arguments(argv, (), None, "the sweep file", flags)
+    # the SLURM array's command line (experiments/slurm/sweep.sbatch)
+    sweep_file, options, overrides = parse_args(["sweeps/lambda.yaml", "--out", "o", "--storage", "o/journal.log",
+                                                 "--count", "20", "trainer=gpu"])
+    assert (str(sweep_file), overrides) == ("sweeps/lambda.yaml", ["trainer=gpu"])
+    assert options == {"--out": Path("o"), "--storage": "o/journal.log", "--count": 20}
+    assert usage_exit_code(["sweeps/lambda.yaml", "--help"], "usage") == 0 and capsys.readouterr().out == "usage\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "sweeps/lambda.yaml", "--cout", "5"], "unknown option '--cout'; valid: --count, --out, --resume"),
+    (["sweep", "sweeps/lambda.yaml", "--count", "0"], "--count and --workers must be >= 1"),
+    (["sweep", "sweeps/lambda.yaml", "--resume", "runs/sweeps/x"], "give one sweep file (a new sweep) or --resume"),
+    (["sweep", "--resume", "runs/sweeps/x", "trainer.max_epochs=1"], "drop ['trainer.max_epochs=1']"),
+    (["import-weights", "eccv16", "w.pth", "--mask_offset", "0.5"],
+     "unknown option '--mask_offset'; valid: --out, --prior, --mask-offset"),
+    (["import-weights", "eccv16", "w.pth", "out=e.ckpt"], "unknown option 'out'; valid: --out"),
+    (["import-weights", "eccv16", "w.pth", "--mask-offset", "0.3"], "--mask-offset must be one of 0.0, 0.5"),
+    (["import-weights", "eccv17", "w.pth"], "expected KIND PATH with KIND one of eccv16, siggraph17"),
+    (["video-evaluate", "a.ckpt", "--clip", "16"], "unknown option '--clip'; valid: --clips, --size"),
+    (["video-evaluate", "a.ckpt", "--clips", "many"], "--clips many: expected an integer"),
+    (["video-evaluate", "missing.ckpt"], "checkpoint(s) not found: ['missing.ckpt']"),
+])
+def test_a_bad_option_of_a_flag_command_is_one_line_and_exit_2(argv, message, capsys):
+    from colorlab.cli import COMMANDS
+    from colorlab.cli import main as colorlab
+
+    assert colorlab(argv) == 2
+    err = capsys.readouterr().err
+    module = COMMANDS[argv[0]][0].removeprefix("colorlab.")
+    assert err.count("\n") == 1 and err.startswith(f"colorlab.{module}: error: "), err
+    assert message in err

@@ -6,7 +6,8 @@ when this takes more than 2 s), and its first frame is decoded to check the code
 corrupt or truncated files, files without a video stream (audio only) and files shorter than
 ``frames`` are skipped and counted in ``skipped``. Each file is cut into non-overlapping windows of
 ``frames`` consecutive frames (the tail that does not fill one is left out). Train and val are split
-by file (a hash of the seed and the file's path under root; ``val_root`` instead gives the val files).
+by file (a hash of the file's path under root, the same for every seed; ``val_root`` instead gives the
+val files).
 
 Items are per-frame dicts like ``SyntheticVideoFrames``': item i is frame i % frames of window
 i // frames, uint8 ``rgb`` (3, size, size): the frame's shorter side resized to ``size``, then a crop

@@ -1,24 +1,29 @@
-"""Run a W&B sweep YAML offline on Optuna: ``python -m colorlab.sweep SWEEP.yaml --count N [key=value ...]``.
+"""Run a W&B sweep YAML offline on Optuna:
+
+``python -m colorlab.sweep SWEEP.yaml [--count N] [--out DIR] [--storage URL|FILE] [--workers K] [--seed S]
+[--timeout SECONDS] [key=value ...]``, or ``python -m colorlab.sweep --resume DIR [--count N] [--workers K]
+[--seed S] [--timeout SECONDS]`` (the sweep, storage and overrides recorded in DIR).
 
 The same file works online (``wandb sweep SWEEP.yaml`` + ``wandb agent``). Offline, grid, random and
-bayes (TPE) trials are proposed by Optuna from the results so far, each trial a ``colorlab.fit``
-subprocess with W&B offline and its own run directory; ``early_terminate: {type: hyperband}`` prunes
-trials from their per-epoch validation metric. The study lives in ``<out>/study.db`` (or
-``--storage``: a journal file or a database URL that drivers on several machines share), so
-``--resume OUT`` continues a killed sweep and ``--workers K`` (or several drivers on one storage)
-run trials in parallel, each grid point once. Writes summary.csv, summary.md and metric.png.
+bayes (TPE) trials are proposed by Optuna from the results so far (``--seed``: the samplers' seed, 0), each
+trial a ``colorlab.fit`` subprocess with W&B offline, its own run directory and the ``key=value`` overrides,
+stopped and counted failed after ``--timeout`` seconds; ``early_terminate: {type: hyperband}`` prunes
+trials from their per-epoch validation metric. ``--count`` trials run over the whole sweep (5; on
+``--resume``, the count given before). The study lives in ``DIR/study.db`` (``DIR``: ``--out``, by default
+runs/sweeps/<name>-<timestamp>; or ``--storage``: a journal file or a database URL that drivers on several
+machines share), so ``--resume DIR`` continues a killed sweep and ``--workers K`` (or several drivers on one
+storage) run trials in parallel, each grid point once. Writes summary.csv, summary.md and metric.png.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from colorlab.cli import error
-from colorlab.config import ConfigError, parse_cli
+from colorlab.config import ConfigError, split_arguments, usage_exit_code
 from colorlab.sweep.engine import (
     Driver,
     check_sweep_dir,
@@ -32,54 +37,59 @@ from colorlab.sweep.engine import (
 from colorlab.sweep.report import write_summary
 from colorlab.sweep.spec import SweepError, load_sweep, parse_sweep
 
+# the driver's own options, apart from the key=value overrides that every trial's colorlab.fit gets
+FLAGS = {"--count": int, "--out": Path, "--resume": Path, "--storage": str, "--workers": int, "--seed": int,
+         "--timeout": float}
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m colorlab.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", type=Path, nargs="?", help="a W&B sweep YAML, e.g. sweeps/lambda.yaml")
-    parser.add_argument("--count", type=int, help="trials over the whole sweep (default 5; --resume: as before)")
-    parser.add_argument("--out", type=Path, help="sweep folder (default runs/sweeps/<name>-<timestamp>)")
-    parser.add_argument("--resume", type=Path, metavar="OUT", help="continue the sweep in this folder")
-    parser.add_argument("--storage", help="Optuna storage shared by drivers: a database URL or a journal file path "
-                                          "(default: sqlite in the sweep folder)")
-    parser.add_argument("--workers", type=int, default=1, help="trials run at once by this driver")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random and bayes samplers")
-    parser.add_argument("--timeout", type=float, help="seconds before a trial is stopped and counted failed")
-    parser.add_argument("overrides", nargs="*", help="key=value passed to every trial (e.g. trainer.max_epochs=2)")
-    args = parser.parse_intermixed_args(argv)
-    if (args.sweep is None) == (args.resume is None):
-        parser.error("give a sweep file (a new sweep) or --resume OUT (an existing one), not both")
-    if args.count is not None and args.count < 1 or args.workers < 1:
-        parser.error(f"--count and --workers must be >= 1; got {args.count}, {args.workers}")
-    return args
+
+def parse_args(argv: list[str]) -> tuple[Path | None, dict, list[str]]:
+    """argv -> (the sweep file, None with --resume; the options by flag; the trials' overrides)."""
+    options, overrides, files = split_arguments(argv, (), None, "the sweep file", FLAGS)
+    given = files + [f"--resume {options['--resume']}"] if "--resume" in options else files
+    if len(given) != 1:
+        raise ConfigError(f"give one sweep file (a new sweep) or --resume DIR (an existing one). Got {given}")
+    recorded = [flag for flag in ("--out", "--storage") if flag in options] + overrides
+    if "--resume" in options and recorded:
+        raise ConfigError(f"--resume DIR continues with the sweep, storage and overrides recorded in DIR; "
+                          f"drop {recorded}")
+    if min(options.get("--count", 1), options.get("--workers", 1)) < 1:
+        raise ConfigError(f"--count and --workers must be >= 1. Got {options.get('--count')}, "
+                          f"{options.get('--workers')}")
+    return Path(files[0]) if files else None, options, overrides
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the driver prints its own line per trial
-    args = parse_args(argv)
     try:
-        if args.resume is not None:
-            record_path = args.resume / "sweep.json"
+        sweep_file, options, overrides = parse_args(argv)
+        if sweep_file is None:
+            resume = options["--resume"]
+            record_path = resume / "sweep.json"
             if not record_path.is_file():
-                raise SweepError(f"--resume {args.resume}: no sweep.json there; is it a sweep folder?")
+                raise SweepError(f"--resume {resume}: no sweep.json there; is it a sweep folder?")
             record = json.loads(record_path.read_text())
-            out, sweep = args.resume, parse_sweep(record["sweep"], str(record_path))
-            overrides, storage, count = record["overrides"], record["storage"], args.count or record["count"]
+            out, sweep = resume, parse_sweep(record["sweep"], str(record_path))
+            overrides, storage = record["overrides"], record["storage"]
+            count = options.get("--count", record["count"])
         else:
-            sweep = load_sweep(args.sweep)
-            parse_cli(args.overrides)  # key=value only, before any trial
-            out = args.out or Path("runs/sweeps") / f"{sweep.name}-{datetime.now():%Y%m%d-%H%M%S}"
-            overrides, count = args.overrides, args.count or 5
-            storage = args.storage or default_storage(out)
+            sweep = load_sweep(sweep_file)
+            out = options.get("--out", Path("runs/sweeps") / f"{sweep.name}-{datetime.now():%Y%m%d-%H%M%S}")
+            count = options.get("--count", 5)
+            storage = options.get("--storage", default_storage(out))
             check_sweep_dir(out, {"sweep": sweep.raw, "overrides": overrides, "storage": storage, "count": count})
-        study = open_study(sweep, storage_for(storage), args.seed)
+        study = open_study(sweep, storage_for(storage), options.get("--seed", 0))
     except (SweepError, ConfigError) as e:
         return error("sweep", e)
     released = release_interrupted(study)
     if released:
         print(f"sweep: {released} trial(s) of a killed driver will run again")
-    Driver(sweep, study, count, out, subprocess_runner(sweep, overrides, storage, args.timeout)).run(args.workers)
+    runner = subprocess_runner(sweep, overrides, storage, options.get("--timeout"))
+    Driver(sweep, study, count, out, runner).run(options.get("--workers", 1))
     rows = summary_rows(sweep, study)
     write_summary(rows, sweep.metric, sweep.goal, out)
     print((out / "summary.md").read_text() if rows else "no trials ran")

@@ -3,20 +3,25 @@
 ``python -m colorlab.video.evaluate CKPT [CKPT ...] [--clips 128] [--size 32] [--frames 8]
 [--source synthetic|samples|folder:ROOT] [--motion pan|zoom]`` prints a Markdown table: warp error
 (exact flow and occlusion), CDC, mode flip rate of the ambiguous diamond, per-frame PSNR and
-colourfulness. Per-frame models see one L frame; models trained with data.stack > 1 see the stack
-centred on each frame (clamped at the clip's ends). ``--source samples`` or ``folder:ROOT`` measures on
-clips panning or zooming (``--motion``) over real photos (``colorlab/video/photo_clips.py``) instead:
-they have no bimodal diamond, so flip rate and key colour kept are absent (None, "—" in the table).
+colourfulness, over ``--clips`` clips of ``--frames`` frames of ``--size`` px (the diamond's mode is a
+coin flip per clip: 16 clips moved PSNR by 1.2 dB). Per-frame models see one L frame; models trained with
+data.stack > 1 see the stack centred on each frame (clamped at the clip's ends). ``--source samples`` or
+``folder:ROOT`` measures on clips panning or zooming (``--motion``) over real photos
+(``colorlab/video/photo_clips.py``) instead: they have no bimodal diamond, so flip rate and key colour kept
+are absent (None, "—" in the table).
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
+from colorlab.config import ConfigError, split_arguments, usage_exit_code
 from colorlab.data.synthetic import BIMODAL_AB
 from colorlab.data.video_synthetic import SyntheticVideo
 from colorlab.flow import estimated_flows
@@ -173,22 +178,28 @@ def markdown_table(rows: list[dict]) -> list[str]:
                     + " |" for r in rows]
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--clips", type=int, default=128,
-                   help="held-out clips (the diamond's mode is a coin flip per clip: 16 moved PSNR by 1.2 dB)")
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--source", default="synthetic",
-                   help="synthetic (default), samples or folder:ROOT (clips panning or zooming over photos)")
-    p.add_argument("--motion", default="pan", choices=["pan", "zoom"], help="camera motion of photo clips")
-    a = p.parse_args(argv)
-    if a.source not in ("synthetic", "samples") and not a.source.startswith("folder:"):
-        p.error(f"--source must be synthetic, samples or folder:/path/to/photos. Got {a.source!r}")
-    rows = evaluate(a.checkpoints, a.clips, a.size, a.frames, source=a.source, motion=a.motion)
+FLAGS = {"--clips": int, "--size": int, "--frames": int, "--source": str, "--motion": str}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
+    try:
+        options, _, checkpoints = split_arguments(argv, (), (), "checkpoints", FLAGS)
+        missing = [path for path in checkpoints if not Path(path).is_file()]
+        if not checkpoints or missing:
+            raise ConfigError(f"checkpoint(s) not found: {missing}" if missing else "give at least one checkpoint")
+        numbers = {k: options.get(f"--{k}", default) for k, default in (("clips", 128), ("size", 32), ("frames", 8))}
+        if min(numbers.values()) < 1:
+            raise ConfigError(f"--clips, --size and --frames must be >= 1. Got {numbers}")
+        rows = evaluate(checkpoints, **numbers, source=options.get("--source", "synthetic"),
+                        motion=options.get("--motion", "pan"))
+    except ValueError as e:  # ConfigError, a source or motion that is not valid, a file that is no checkpoint
+        return error("video.evaluate", e)
     print("\n".join(markdown_table(rows)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
