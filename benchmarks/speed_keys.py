@@ -31,9 +31,9 @@ import torch
 
 from colorlab.config import compose
 from colorlab.data import add_lab
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
-from colorlab.prior import load_or_compute_prior
 
 # name -> (overrides, TF32 off); the defaults are those of trainer=default on the CPU, trainer=gpu on a GPU
 VARIANTS = {

@@ -28,9 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from colorlab.config import compose
 from colorlab.data.datamodule import add_lab
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
-from colorlab.prior import load_or_compute_prior
 
 DEFAULT_EXPERIMENTS = ("hints_unet",)
 # On the CPU the network dominates both steps, so the anchor's Python loop is mostly hidden: the CPU

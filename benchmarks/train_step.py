@@ -19,9 +19,9 @@ import torch
 
 from colorlab.config import compose
 from colorlab.data import add_lab
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import build_model
-from colorlab.prior import load_or_compute_prior
 
 TARGET_RATIO = 1.15
 

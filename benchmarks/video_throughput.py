@@ -18,7 +18,7 @@ import torch
 from colorlab.config import compose
 from colorlab.models import build_model, placeholder_prior
 from colorlab.video.__main__ import read_clip, write_clip
-from colorlab.video.evaluate import colorize_clip, propagate_clip
+from colorlab.video.clips import colorize_clip, propagate_clip
 
 FRAMES, SIZE = 16, 256
 

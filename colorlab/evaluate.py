@@ -9,7 +9,7 @@ hints (``evaluate.hint_patch`` px squares, the same hints for every checkpoint),
 hints.png and hints_samples.png. ``protocol=zhang16|zhang17`` (``evaluate.protocol``) measures a paper's
 layout instead, beside its published numbers (colorlab/evaluation/zhang.py).
 Video checkpoints (``data=synthetic_video``) also get the temporal
-metrics of colorlab/video/evaluate.py (warp error, CDC, mode flip rate, per-frame PSNR and
+metrics of colorlab/video/clips.py (warp error, CDC, mode flip rate, per-frame PSNR and
 colourfulness; propagation for hint models) on ``evaluate.video_clips`` held-out clips, beside the
 ground truth's. FID and LPIPS (``evaluate.fid_weights``, ``evaluate.lpips_weights`` = hub, a path or
 random; colorlab/evaluation/metric_nets.py) join each decoding's metrics beside CF and ΔCF;
@@ -173,7 +173,7 @@ def temporal_rows(model, cfg: DictConfig) -> list[dict]:
     number: the validation split's clips are generated per index, all of them held out from training,
     not only the ``data.val_size`` that validation uses."""
     from colorlab.data.video_synthetic import SyntheticVideo
-    from colorlab.video.evaluate import model_rows, truth_row
+    from colorlab.video.clips import model_rows, truth_row
 
     d = cfg.data
     n = cfg.evaluate.get("video_clips", 128)
@@ -265,9 +265,9 @@ def write_report(evaluation: Evaluation, model, out: Path, checkpoint: Path, cfg
         columns = [gray, *[(f"{n} hints", samples[f"{n} hints"]) for n in hints], ("ground truth", samples["truth"])]
         written.append(save_png(labelled_grid(columns, tile=96), out / "hints_samples.png"))
     if temporal:
-        from colorlab.video.evaluate import markdown_table
+        from colorlab.video.clips import markdown_table
 
-        lines += ["", f"Temporal metrics on {temporal[0]['clips']} whole held-out clips (colorlab/video/evaluate.py; "
+        lines += ["", f"Temporal metrics on {temporal[0]['clips']} whole held-out clips (colorlab/video/clips.py; "
                   "warp error along the exact flow):", "", *markdown_table(temporal)]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
     written.append(save_png(sample_grid(samples[evaluation.decoding], samples["truth"]), out / "samples.png"))

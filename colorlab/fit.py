@@ -112,10 +112,10 @@ def prepare(cfg: DictConfig, run_dir: Path, callbacks: list | None):
 
     from colorlab import checkpoints as ckpt
     from colorlab.data import ColorDataModule
+    from colorlab.data.prior import load_or_compute_prior
     from colorlab.embed import EmbedWeightsError, attach_embeddings
     from colorlab.loggers import build_logger
     from colorlab.models import build_model
-    from colorlab.prior import load_or_compute_prior
 
     if os.environ.get(TRIAL_ENV):  # a trial of an offline sweep: report the metric per epoch (pruning)
         from colorlab.sweep.pruning import callbacks_from_env

@@ -22,10 +22,10 @@ from colorlab.bins import REBALANCE_UNIFORMS, TARGET_SAMPLINGS, block_average, h
 from colorlab.color import AB_NORM, is_gray
 from colorlab.config import compose
 from colorlab.data import ColorDataModule, add_lab
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.metrics import AUC_MAX_THRESHOLD, ab_error
 from colorlab.models import build_model, load_colorizer
 from colorlab.models.bins import hard_targets
-from colorlab.prior import load_or_compute_prior
 
 
 def validation_ab(cfg) -> list[torch.Tensor]:

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from colorlab.color import normalize_lab, uint8_to_lab
 from colorlab.data.video_synthetic import SyntheticVideo
 from colorlab.models import load_colorizer
-from colorlab.video.evaluate import colorize_clip, markdown_table, model_rows, propagate_clip, truth_row
+from colorlab.video.clips import colorize_clip, markdown_table, model_rows, propagate_clip, truth_row
 
 
 def _ratio(value: float, base: float) -> float:

@@ -10,10 +10,10 @@ from PIL import Image
 from colorlab.bins import gamut_centers, rebalance_weights, smooth_prior, soft_encode
 from colorlab.color import AB_NORM
 from colorlab.config import compose
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.fit import train
 from colorlab.models import build_model, load_colorizer
 from colorlab.palette import kmeans
-from colorlab.prior import load_or_compute_prior
 from colorlab.prior import main as prior_main
 
 
@@ -69,9 +69,9 @@ def test_frequent_bins_come_from_the_data_prior(tiny_overrides):
 def test_prior_is_cached_and_reused(tiny_overrides, monkeypatch):
     cfg = compose("unet_bins", tiny_overrides)
     first = load_or_compute_prior(cfg)
-    import colorlab.prior
+    import colorlab.data.prior
 
-    monkeypatch.setattr(colorlab.prior, "stream_histograms", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(colorlab.data.prior, "stream_histograms", lambda *a, **k: pytest.fail("recomputed"))
     again = load_or_compute_prior(cfg)
     assert torch.equal(first["counts"], again["counts"]) and first["path"] == again["path"]
 

@@ -127,7 +127,7 @@ def test_app_serves_from_cuda(hints_model):
 
 def test_video_propagation_on_cuda_matches_the_cpu(hints_model):
     from colorlab.data.video_synthetic import SyntheticVideo
-    from colorlab.video.evaluate import propagate_clip
+    from colorlab.video.clips import propagate_clip
 
     _, cpu, cuda = hints_model
     clip = SyntheticVideo(size=32, length=1, seed=0, split="val", frames=6)[0]

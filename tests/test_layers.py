@@ -60,3 +60,25 @@ def test_the_console_script_runs_each_command_as_python_m(capsys):
                                                + ", ".join(COMMANDS))
     assert main(["compare", "missing.ckpt"]) == 2  # the command's own checks, through the same main
     assert "checkpoint(s) not found: missing.ckpt" in capsys.readouterr().err
+
+
+def command_files() -> dict[str, Path]:
+    """Module name -> file of every command the console script runs (a package's command is its __main__)."""
+    from colorlab.cli import COMMANDS
+
+    files = {}
+    for module, _ in COMMANDS.values():
+        path = PACKAGE.parent / Path(*module.split("."))
+        if path.is_dir():
+            module, path = f"{module}.__main__", path / "__main__"
+        files[module] = path.with_suffix(".py")
+    return files
+
+
+@pytest.mark.parametrize("module", sorted(command_files()))
+def test_commands_import_library_modules_never_other_commands(module):
+    files = command_files()
+    others = [name for name in files if name != module]
+    offending = sorted(name for name in imported_modules(files[module])
+                       if any(name == o or name.startswith(o + ".") for o in others))
+    assert not offending, f"{module} imports the command(s) {offending}; move what it needs into a library module"

@@ -6,9 +6,9 @@ from omegaconf import OmegaConf
 
 from colorlab.config import compose
 from colorlab.data import add_lab
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.fit import train
 from colorlab.models import build_model, channels_last
-from colorlab.prior import load_or_compute_prior
 
 EXTREMES = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 

@@ -137,3 +137,9 @@ def test_evaluate_reports_temporal_metrics_of_video_checkpoints(tmp_path, untrai
         assert temporal[0]["cdc"] == pytest.approx(sum(cdc(c["rgb"]) for c in clips) / 3)
         assert all(0 <= r["flip_rate"] <= 1 and r["psnr"] < 100 for r in temporal[1:])
         assert "| model | warp_error | cdc | flip_rate |" in (out / "metrics.md").read_text()
+
+
+def test_help_and_no_arguments(capsys):
+    assert main(["--help"]) == 0
+    assert "python -m colorlab.video ckpt=PATH" in capsys.readouterr().out
+    assert main([]) == 2  # nothing to do: the usage, and exit 2 as every command

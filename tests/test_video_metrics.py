@@ -89,7 +89,7 @@ def test_mode_flip_rate_by_hand():
 
 
 def test_key_colour_kept_by_hand_counts_only_frames_showing_the_shape():
-    from colorlab.video.evaluate import truth_row
+    from colorlab.video.clips import truth_row
     from colorlab.video.metrics import key_colour_kept
 
     region = torch.ones(5, 1, 4, 4, dtype=torch.bool)
@@ -174,7 +174,7 @@ def test_stack_batches_carry_the_l_of_each_context_frame():
 
 def test_video_evaluate_feeds_stacks_and_scores_the_ground_truth_floor():
     from colorlab.color import normalize_lab, uint8_to_lab
-    from colorlab.video.evaluate import clip_scores, colorize_clip
+    from colorlab.video.clips import clip_scores, colorize_clip
 
     seen = []
 
@@ -212,7 +212,7 @@ class CopyHints(torch.nn.Module):
 
 def test_propagation_carries_the_key_frame_colours_along_the_motion():
     from colorlab.color import normalize_lab, uint8_to_lab
-    from colorlab.video.evaluate import propagate_clip
+    from colorlab.video.clips import propagate_clip
     from colorlab.video.metrics import clip_modes
 
     shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 1, "vx": 2, "L": 60.0}]
@@ -234,7 +234,7 @@ def test_propagation_carries_the_key_frame_colours_along_the_motion():
 
 def test_propagation_from_a_partial_key_frame_keeps_the_rest_unhinted():
     from colorlab.color import normalize_lab, uint8_to_lab
-    from colorlab.video.evaluate import propagate_clip
+    from colorlab.video.clips import propagate_clip
 
     shapes = [{"kind": "bimodal", "cy": 24.0, "cx": 20.0, "r": 7.0, "vy": 0, "vx": 0, "L": 60.0}]
     c = render_clip(np.random.default_rng(5), 48, 4, 1.0, noise=0.0, shapes=shapes)

@@ -17,7 +17,7 @@ that is the same for the whole window (training: a random position and horizonta
 ``previous`` also ``previous`` (3, size, size), frame t-1 carried onto frame t's grid along the
 backward Farneback flow of the two cropped frames, and ``previous_valid`` (1, size, size), the
 pixels whose flow passes the forward-backward consistency check (the same estimate that
-``colorlab.video.evaluate.propagate_clip`` uses at inference; computed in the data worker, a few ms
+``colorlab.video.clips.propagate_clip`` uses at inference; computed in the data worker, a few ms
 at 32 px), and, as synthetic_video's items, ``previous_frame`` (frame t-1 itself), its stack
 ``previous_context`` and ``previous_flow`` (2, size, size), that flow from frame t back to t-1 (for
 ``temporal.weight`` and ``hints.carry_self``). The window's first frame has no previous (all zeros,

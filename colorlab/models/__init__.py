@@ -59,7 +59,7 @@ def build_model(cfg: DictConfig, prior: Tensor) -> Colorizer:
     """The LightningModule of ``cfg.model.name`` with the network of ``cfg.net``.
 
     ``prior``: the training data's pixel counts (Q,) per in-gamut ab bin (``gamut_centers(cfg.prior.grid)``),
-    computed on the data side (colorlab.prior.load_or_compute_prior) or ``placeholder_prior(cfg)`` when a
+    computed on the data side (colorlab.data.prior.load_or_compute_prior) or ``placeholder_prior(cfg)`` when a
     checkpoint's state_dict will fill what derives from it. Bin formulations take their centres and prior
     from it; every formulation takes its smoothed form for ``val/auc_rebalanced``.
     """

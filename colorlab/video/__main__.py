@@ -116,7 +116,7 @@ def colorize_video(model, full: torch.Tensor, key: tuple | None = None, flow_fn=
     ab is upsampled and recombined with the frames' full-resolution L."""
     from colorlab.color import denormalize_lab, lab_to_uint8, normalize_lab, uint8_to_lab
     from colorlab.flow import estimated_flows, farneback
-    from colorlab.video.evaluate import colorize_clip, propagate_clip
+    from colorlab.video.clips import colorize_clip, propagate_clip
 
     small = working_size(full, int(model.config["data"]["size"]))
     if model.hint_sampling is not None:
@@ -150,12 +150,14 @@ def temporal_metrics(rgb: torch.Tensor, gray: torch.Tensor, source: torch.Tensor
 def main(argv: list[str]) -> int:
     from colorlab.cli import error
     from colorlab.color import normalize_lab, uint8_to_lab
-    from colorlab.config import ConfigError, key_value_options
+    from colorlab.config import ConfigError, key_value_options, usage_exit_code
     from colorlab.hints import encode_hints, load_hints
     from colorlab.inference import DEFAULT_HINT_PATCH
     from colorlab.models import load_colorizer
     from colorlab.video.flow import FLOW_NAMES, flow_estimator
 
+    if (code := usage_exit_code(argv, __doc__)) is not None:
+        return code
     try:
         args = key_value_options(argv, ("ckpt", "input", "out", "max_side", "hints", "flow", "raft_weights"),
                                  required=("ckpt", "input", "out"))
