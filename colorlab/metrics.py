@@ -15,6 +15,11 @@ from colorlab.color import lab_to_uint8
 
 AUC_MAX_THRESHOLD = 150  # Zhang et al. 2016: ab error thresholds 0, 1, ..., 150
 SSIM_MIN_SIDE = 11  # SSIM's Gaussian window; smaller images get no SSIM
+MEAN_METRICS = ("ab_error", "ab_error_gray", "colorfulness", "colorfulness_true", "chroma", "chroma_bimodal",
+                "chroma_bimodal_true")
+# every name ColorMetrics.compute() can return (after its prefix); ssim, chroma_bimodal* and auc_rebalanced
+# only for large enough images, data with bimodal masks and a model with a prior
+METRIC_NAMES = (*MEAN_METRICS, "delta_cf", "psnr", "ssim", "auc", "auc_per_bin", "auc_rebalanced")
 
 
 def chroma(ab: Tensor) -> Tensor:
@@ -107,9 +112,7 @@ class ColorMetrics(nn.Module):
         self.psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.ssim = StructuralSimilarityIndexMeasure(data_range=255.0)  # 11x11 Gaussian window
         self.auc = ErrorCurveAuC(prior)
-        names = ("ab_error", "ab_error_gray", "colorfulness", "colorfulness_true", "chroma",
-                 "chroma_bimodal", "chroma_bimodal_true")
-        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
+        self.means = nn.ModuleDict({name: MeanMetric() for name in MEAN_METRICS})
         self.has_bimodal = self.has_ssim = False
 
     @torch.no_grad()

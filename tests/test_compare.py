@@ -5,6 +5,7 @@ from PIL import Image
 
 from colorlab.compare import main as compare_main
 from colorlab.config import compose
+from colorlab.evaluation.side_by_side import score_checkpoints
 from colorlab.fit import train
 
 
@@ -19,11 +20,14 @@ def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_pat
     assert compare_main([str(c) for _, c in checkpoints] + [f"out={out}", "n=3"]) == 0
     table = (out / "compare.md").read_text().splitlines()
     header = [h.strip() for h in table[0].strip("|").split("|")]
-    for (run, _), line in zip(checkpoints, table[2:], strict=True):
+    # the library's scores with each checkpoint on its own split (as a sweep's --rank): here the same split
+    scored = score_checkpoints([c for _, c in checkpoints], shared_data=False)
+    for (run, _), line, own in zip(checkpoints, table[2:], scored, strict=True):
         cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
         saved = json.loads((run / "metrics.json").read_text())
         assert cells["experiment"] == run.name
         assert float(cells["psnr"]) == pytest.approx(saved["val/psnr"], rel=5e-4)  # 4 significant digits
+        assert cells == {"experiment": own.experiment, **{k: f"{v:.4g}" for k, v in own.metrics.items()}}
     with Image.open(out / "compare.png") as grid:
         assert grid.width == 4 * 130 and grid.height > 3 * 128  # gray | 2 experiments | truth
     # ranked by any metric, best first; LPIPS (random weights) added as a column

@@ -3,8 +3,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
+from colorlab.bins import gamut_centers
 from colorlab.color import uint8_to_lab
-from colorlab.metrics import ColorMetrics, ab_error, chroma, colorfulness
+from colorlab.metrics import METRIC_NAMES, ColorMetrics, ab_error, chroma, colorfulness
 
 
 def colorfulness_numpy(rgb: np.ndarray) -> float:
@@ -60,6 +61,14 @@ def test_color_metrics_bimodal_chroma_is_masked_mean():
     metrics = ColorMetrics()
     metrics.update(lab, lab, mask)
     assert metrics.compute()["val/chroma_bimodal"].item() == pytest.approx((0 + 1 + 15) / 3)
+
+
+def test_color_metrics_compute_exactly_the_named_metrics_when_all_apply():
+    rgb = torch.randint(0, 256, (2, 3, 16, 16), generator=torch.Generator().manual_seed(2)).to(torch.uint8)
+    lab = uint8_to_lab(rgb)  # 16 px: SSIM; a prior: auc_rebalanced; a mask: chroma_bimodal*
+    metrics = ColorMetrics(torch.ones(len(gamut_centers())))
+    metrics.update(lab, lab, torch.ones(2, 1, 16, 16, dtype=torch.bool))
+    assert sorted(metrics.compute(prefix="")) == sorted(METRIC_NAMES)
 
 
 def test_auc_is_one_for_the_truth_and_analytic_for_a_constant_offset():
