@@ -40,11 +40,16 @@ def read_checkpoint(path: Path) -> dict:
                           "or drop ckpt_path to start a fresh run") from e
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run keeps its latest weights, rewritten after every epoch (fit.checkpoint_callbacks)."""
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint to resume from (``ckpt_path``: null, 'last' or a path), checked against ``cfg``."""
     if cfg.ckpt_path is None:
         return None
-    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    path = last_checkpoint(run_dir) if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if not path.is_file():
         hint = (f"run_dir={run_dir} has no checkpoints/last.ckpt; give the run to resume, "
                 f"e.g. run_dir=runs/{cfg.experiment}/<timestamp>") if cfg.ckpt_path == "last" else "no such file"

@@ -1,7 +1,9 @@
 """Offline sweeps on Optuna, driven by W&B sweep YAMLs: parameter forms, malformed files, grids, parallel
-drivers, resume after SIGKILL, bayes against random, Hyperband pruning, and real colorlab.fit trials."""
+drivers, resume after SIGKILL, bayes against random, Hyperband pruning, real colorlab.fit trials, and the
+summary ranked by a metric scored from the trials' checkpoints."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -204,12 +206,18 @@ def test_a_pruned_colorlab_fit_run_stops_within_an_epoch_and_keeps_its_metrics(t
     assert study.trials[0].intermediate_values.keys() == {0}  # one report: it stopped after its first epoch
 
 
-def test_sigkill_of_the_driver_then_resume_runs_each_grid_point_once(tmp_path):
-    sweep_file = tmp_path / "grid.yaml"
-    sweep_file.write_text(yaml.safe_dump({
+def grid_file(tmp_path, lrs):
+    """A grid sweep over optim.lr of regression_l2, minimising val/ab_error."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
         "name": "grid", "program": "colorlab/fit.py", "method": "grid",
         "metric": {"name": "val/ab_error", "goal": "minimize"},
-        "parameters": {"optim.lr": {"values": [0.001, 0.002, 0.003]}}, "command": FIT}))
+        "parameters": {"optim.lr": {"values": lrs}}, "command": FIT}))
+    return path
+
+
+def test_sigkill_of_the_driver_then_resume_runs_each_grid_point_once(tmp_path):
+    sweep_file = grid_file(tmp_path, [0.001, 0.002, 0.003])
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "colorlab.sweep", str(sweep_file), "--count", "3", "--out", str(out),
                *TINY, "trainer.max_steps=2"]
@@ -245,3 +253,45 @@ def test_lambda_sweep_runs_colorlab_fit_offline(tmp_path):
     assert (tmp_path / "sw" / "metric.png").stat().st_size > 0
     # the same folder with another sweep is refused; the same sweep joins it (nothing left to run)
     assert sweep_main(["sweeps/bins.yaml", "--out", str(tmp_path / "sw"), *TINY]) == 2
+
+
+def summary_tables(out):
+    """(summary.csv's rows, summary.md's title, summary.md's rows as column -> cell)."""
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    title, _, header, _, *lines = (out / "summary.md").read_text().splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    return rows, title, [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+                         for line in lines]
+
+
+@pytest.mark.filterwarnings("ignore:evaluate.fid_weights=random")
+def test_rank_by_fid_or_psnr_scores_each_finished_trials_checkpoint_and_orders_the_summary(tmp_path):
+    out = tmp_path / "sweep"
+    tiny = [*TINY, "data.val_size=4", "data.size=32", "net.width=8", "trainer.max_steps=2"]
+    assert sweep_main([str(grid_file(tmp_path, [0.001, 0.03])), "--count", "2", "--out", str(out), "--rank", "fid",
+                       "--fid-weights", "random", *tiny]) == 0
+    rows, title, table = summary_tables(out)
+    assert list(rows[0]) == ["trial", "optim.lr", "val/ab_error", "fid", "state"]
+    fid = {r["trial"]: float(r["fid"]) for r in rows}
+    assert all(math.isfinite(v) and v > 0 for v in fid.values()) and len(set(fid.values())) == 2
+    assert title.endswith(": fid (minimize), best first")
+    assert [r["trial"] for r in table] == sorted(fid, key=fid.get)  # lowest FID first
+
+    # on --resume (nothing left to run): PSNR, each trial's checkpoint on its own validation split, equals
+    # what its training validated (metrics.json), highest first
+    assert sweep_main(["--resume", str(out), "--rank", "psnr"]) == 0
+    rows, title, table = summary_tables(out)
+    psnr = {r["trial"]: float(r["psnr"]) for r in rows}
+    for trial, value in psnr.items():
+        saved = json.loads((out / trial / "metrics.json").read_text())
+        assert value == pytest.approx(saved["val/psnr"], rel=1e-4)
+    assert title.endswith(": psnr (maximize), best first") and "fid" not in rows[0]
+    assert [r["trial"] for r in table] == sorted(psnr, key=psnr.get, reverse=True)
+
+    # without --rank: the sweep's metric, its columns only
+    assert sweep_main(["--resume", str(out)]) == 0
+    rows, title, table = summary_tables(out)
+    assert list(rows[0]) == ["trial", "optim.lr", "val/ab_error", "state"]
+    error = {r["trial"]: float(r["val/ab_error"]) for r in rows}
+    assert title.endswith(": val/ab_error (minimize), best first")
+    assert [r["trial"] for r in table] == sorted(error, key=error.get)

@@ -34,23 +34,25 @@ class MetricWeightsError(RuntimeError):
     """A metric network's weights cannot be found; the message names the three ways to provide them."""
 
 
-def how_to_provide(metric: str) -> str:
-    key = f"evaluate.{metric}_weights"
-    return (f"give {key}=hub with {Path(torch.hub.get_dir()) / 'checkpoints' / HUB_FILES[metric]} created on a "
-            f"connected machine by {FILL_CACHE[metric]}, {key}=/path/to/{HUB_FILES[metric]}, or {key}=random "
+def how_to_provide(metric: str, option: str | None = None) -> str:
+    """``option``: how the command takes the weights, ``evaluate.{metric}_weights=`` by default."""
+    key = option or f"evaluate.{metric}_weights="
+    return (f"give {key}hub with {Path(torch.hub.get_dir()) / 'checkpoints' / HUB_FILES[metric]} created on a "
+            f"connected machine by {FILL_CACHE[metric]}, {key}/path/to/{HUB_FILES[metric]}, or {key}random "
             "(runs without semantics: layout only)")
 
 
-def weights_file(metric: str, weights: str) -> Path | None:
+def weights_file(metric: str, weights: str, option: str | None = None) -> Path | None:
     """The state-dict file of ``metric``'s network ('fid', 'lpips', 'classifier'), or None for random weights
-    (with a warning). Raises MetricWeightsError when the file is missing."""
+    (with a warning). Raises MetricWeightsError when the file is missing (its message names ``option``, see
+    how_to_provide)."""
     if weights == "random":
         warnings.warn(f"evaluate.{metric}_weights=random: {NAMES[metric]} runs through random weights, so its "
                       "values carry no semantics (layout only)", stacklevel=2)
         return None
     path = Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILES[metric] if weights == "hub" else Path(weights)
     if not path.expanduser().is_file():
-        raise MetricWeightsError(f"{NAMES[metric]}: no weights at {path}; {how_to_provide(metric)}")
+        raise MetricWeightsError(f"{NAMES[metric]}: no weights at {path}; {how_to_provide(metric, option)}")
     return path.expanduser()
 
 

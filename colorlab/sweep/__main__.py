@@ -1,8 +1,9 @@
 """Run a W&B sweep YAML offline on Optuna:
 
 ``python -m colorlab.sweep SWEEP.yaml [--count N] [--out DIR] [--storage URL|FILE] [--workers K] [--seed S]
-[--timeout SECONDS] [key=value ...]``, or ``python -m colorlab.sweep --resume DIR [--count N] [--workers K]
-[--seed S] [--timeout SECONDS]`` (the sweep, storage and overrides recorded in DIR).
+[--timeout SECONDS] [RANKING] [key=value ...]``, or ``python -m colorlab.sweep --resume DIR [--count N]
+[--workers K] [--seed S] [--timeout SECONDS] [RANKING]`` (the sweep, storage and overrides recorded in DIR);
+RANKING: ``[--rank METRIC] [--fid-weights hub|PATH|random] [--lpips-weights hub|PATH|random]``.
 
 The same file works online (``wandb sweep SWEEP.yaml`` + ``wandb agent``). Offline, grid, random and
 bayes (TPE) trials are proposed by Optuna from the results so far (``--seed``: the samplers' seed, 0), each
@@ -13,6 +14,13 @@ trials from their per-epoch validation metric. ``--count`` trials run over the w
 runs/sweeps/<name>-<timestamp>; or ``--storage``: a journal file or a database URL that drivers on several
 machines share), so ``--resume DIR`` continues a killed sweep and ``--workers K`` (or several drivers on one
 storage) run trials in parallel, each grid point once. Writes summary.csv, summary.md and metric.png.
+
+summary.md is ordered best first by the sweep's metric, or by ``--rank METRIC``: any metric of
+``colorlab.compare`` (psnr, delta_cf, colorfulness, auc, ..., fid, lpips; lowest first for fid, lpips,
+delta_cf and ab_error*), which is then scored from each finished trial's checkpoints/last.ckpt on its own
+validation split after the trials (also on ``--resume``) and added as a column; ``--fid-weights`` and
+``--lpips-weights`` as compare's ``evaluate.fid_weights`` (``--rank fid``: hub by default; nothing downloads),
+each adding its column. A METRIC that is neither is refused before any trial runs.
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ from colorlab.sweep.engine import (
     subprocess_runner,
     summary_rows,
 )
+from colorlab.sweep.ranking import add_scores, ranking
 from colorlab.sweep.report import write_summary
 from colorlab.sweep.spec import SweepError, load_sweep, parse_sweep
 
 # the driver's own options, apart from the key=value overrides that every trial's colorlab.fit gets
 FLAGS = {"--count": int, "--out": Path, "--resume": Path, "--storage": str, "--workers": int, "--seed": int,
-         "--timeout": float}
+         "--timeout": float, "--rank": str, "--fid-weights": str, "--lpips-weights": str}
 
 
 def parse_args(argv: list[str]) -> tuple[Path | None, dict, list[str]]:
@@ -81,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             out = options.get("--out", Path("runs/sweeps") / f"{sweep.name}-{datetime.now():%Y%m%d-%H%M%S}")
             count = options.get("--count", 5)
             storage = options.get("--storage", default_storage(out))
+        plan = ranking(sweep, options.get("--rank"), {name: options[f"--{name}-weights"] for name in ("fid", "lpips")
+                                                     if f"--{name}-weights" in options})
+        if sweep_file is not None:
             check_sweep_dir(out, {"sweep": sweep.raw, "overrides": overrides, "storage": storage, "count": count})
         study = open_study(sweep, storage_for(storage), options.get("--seed", 0))
     except (SweepError, ConfigError) as e:
@@ -91,9 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     runner = subprocess_runner(sweep, overrides, storage, options.get("--timeout"))
     Driver(sweep, study, count, out, runner).run(options.get("--workers", 1))
     rows = summary_rows(sweep, study)
-    write_summary(rows, sweep.metric, sweep.goal, out)
+    if plan.scored and rows:
+        add_scores(rows, out, plan)
+    write_summary(rows, sweep.metric, plan.metric, plan.goal, out)
     print((out / "summary.md").read_text() if rows else "no trials ran")
     print(f"written: {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'metric.png'}")
+    if plan.scored and any(r["state"] == "finished" for r in rows) and all(r[plan.metric] is None for r in rows):
+        return error("sweep", f"--rank {plan.metric}: no finished trial's checkpoint here gave it (ssim needs "
+                              "images of 11 px or more, chroma_bimodal* bimodal masks, auc_rebalanced a prior)")
     return 0 if any(r["state"] in ("finished", "pruned") for r in rows) else 1
 
 
