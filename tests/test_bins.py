@@ -121,3 +121,23 @@ def test_1d_bins_encode_and_decode():
     probs = F.softmax(logits.view(2, 2, 20, 3, 3), dim=2)
     expected = (probs * centers.view(1, 1, 20, 1, 1)).sum(dim=2)
     torch.testing.assert_close(annealed_mean_1d(logits, 20, 1.0), expected)
+
+
+def test_candidate_table_is_not_read_back_each_step(monkeypatch):
+    """The same centres tensor, unchanged, finds its table without copying the centres to the host (a device
+    sync every step on a GPU); written in place, or another tensor, it is rebuilt, and encodes the new centres."""
+    import colorlab.bins as bins
+
+    reads = []
+    original = bins._candidate_table_cached
+    monkeypatch.setattr(bins, "_candidate_table_cached", lambda *a: reads.append(a) or original(*a))
+    centers = gamut_centers(10.0).float()
+    ab = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 40
+    first = soft_encode(ab, centers, k=5, sigma=5.0)
+    assert torch.equal(soft_encode(ab, centers, k=5, sigma=5.0), first) and len(reads) == 1
+    centers.mul_(0.5)  # in place: the version counter moves
+    moved = soft_encode(ab, centers, k=5, sigma=5.0)
+    assert len(reads) == 2
+    torch.testing.assert_close(moved.double(), brute_soft_encode(ab, centers, 5, 5.0), atol=1e-5, rtol=0)
+    soft_encode(ab, centers.clone(), k=5, sigma=5.0)
+    assert len(reads) == 3

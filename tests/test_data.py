@@ -61,6 +61,40 @@ def test_datamodule_converts_to_lab_on_transfer_and_drops_gray_in_training():
     assert out["index"].tolist() == [0, 2, 3] and dm.gray_dropped == 1
 
 
+
+def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
+    """Lightning calls on_before_batch_transfer (host) then on_after_batch_transfer (device); DeviceBatches
+    calls the latter alone. Decode failures and embedding lookups, done on the host when they can, give the
+    same batch and the same counts either way, in training and in validation."""
+    dm = ColorDataModule(name="synthetic", size=16, batch_size=4, num_workers=0, seed=0,
+                         train_size=8, val_size=4, p_first=0.7)
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    batch["rgb"][1] = 128  # gray: dropped in training
+    batch["decode_failed"] = torch.tensor([-1, 5, 7, -1])  # items 1 and 2 replaced files 5 and 7
+    tables = {"train": torch.randn(8, 3), "val": torch.randn(8, 3)}
+    dm.embeddings = dict(tables)
+
+    class Trainer:
+        def __init__(self, training):
+            self.training = training
+
+    for training, kept, failures in ((True, [0, 2, 3], {5, 7}), (False, [0, 1, 2, 3], set())):
+        outs = []
+        for before in (False, True):
+            dm.trainer, dm.decode_failures, dm.gray_dropped = Trainer(training), set(), 0
+            b = {k: v.clone() for k, v in batch.items()}
+            if before:
+                b = dm.on_before_batch_transfer(b, 0)
+                assert "decode_failed" not in b and b["embedding"].shape == (4, 3)
+            outs.append(dm.on_after_batch_transfer(b, 0))
+            assert dm.decode_failures == failures and dm.gray_dropped == len(batch["rgb"]) - len(kept)
+        assert outs[0].keys() == outs[1].keys() and "decode_failed" not in outs[0]
+        for key in outs[0]:
+            assert torch.equal(outs[0][key], outs[1][key]), key
+        assert outs[0]["index"].tolist() == kept
+        assert torch.equal(outs[0]["embedding"], tables["train" if training else "val"][kept])
+
 def test_samples_source_splits_by_photo():
     train, val = samples_splits(size=32, scale=64, seed=0, train_size=6, val_size=3, val_photos=["chelsea"])
     assert len(train) == 6 and len(val) == 3

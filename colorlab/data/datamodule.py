@@ -220,15 +220,28 @@ class ColorDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        batch = add_lab(render_batch(batch))
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """What needs only the host's data is done before the transfer: read on the device, the decode
+        failures and the embedding lookup's items would make the host wait for the device every step."""
+        return self._on_host(batch)
+
+    def _on_host(self, batch: dict) -> dict:
+        """Count decode failures (training) and look up the global embeddings (B, dim) by ``item``."""
         training = self.trainer is not None and self.trainer.training
         failed = batch.pop("decode_failed", None)
         if training and failed is not None:
             self.decode_failures.update(int(i) for i in failed[failed >= 0])
         table = self.embeddings.get("train" if training else "val")
-        if table is not None:
-            batch["embedding"] = table[batch["item"].cpu()].to(batch["rgb"].device, non_blocking=True)
+        if table is not None and "embedding" not in batch:
+            batch["embedding"] = table[batch["item"].cpu()]
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        batch = self._on_host(add_lab(render_batch(batch)))  # _on_host: a no-op after on_before_batch_transfer;
+        # DeviceBatches skip that hook
+        training = self.trainer is not None and self.trainer.training
+        if "embedding" in batch:
+            batch["embedding"] = batch["embedding"].to(batch["rgb"].device, non_blocking=True)
         if training:
             keep = ~is_gray(batch["ab"] * AB_NORM)
             if not keep.all():
