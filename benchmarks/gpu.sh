@@ -34,7 +34,7 @@ part() {  # part NAME TIMEOUT_S COMMAND...: run, tee to OUT/NAME.txt, keep its t
 }
 
 part gpu_tests 180 "$py" -m pytest -m gpu -q -p no:cacheprovider tests/
-part pipeline 120 "$py" benchmarks/pipeline.py --device cuda --workers "$workers"
+part pipeline 180 "$py" benchmarks/pipeline.py --device cuda --workers "$workers"
 part speed_eccv16_256 90 "$py" benchmarks/speed_keys.py --device cuda --experiment eccv16_full \
     --set data.size=256 net.width=64 data.batch_size=64 --rounds 2 --steps 5 --skip speed.compile=true
 part speed_unet_bins 60 "$py" benchmarks/speed_keys.py --device cuda --experiment unet_bins --rounds 2 --steps 10
