@@ -6,7 +6,8 @@
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]        # figures also written to OUT_DIR (default runs/gpu-<date>)
 #
-# On an offline machine without kornia/omegaconf, run ../shared/tools/device-prep.sh here first and put
+# On an offline machine without kornia/omegaconf, run ../shared/tools/device-prep.sh --all here first (the app
+# and video tests need starlette, uvicorn and av too) and put
 # the prefix it prints before this command. Each part prints its own last line `target: PASS|FAIL (...)`;
 # the summary at the end repeats them, and the exit status is 1 if any failed.
 set -uo pipefail
