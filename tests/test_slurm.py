@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.slurm import job_states, slurm_cluster, submit, wait_for_job
+from tests.slurm import _logs, job_states, slurm_cluster, submit, wait_for_job
 
 TIMEOUT = 300
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +127,9 @@ def hurry_requeued(env, job):
         return job_states(env, job)[job].startswith("PENDING") and leftover.returncode == 1
 
     wait_until(first_attempt_gone, "the requeued job to be pending, its first attempt gone")
+    # slurmd revokes the job's credential at the requeue and refuses one created in the same second ("Killing
+    # non-startable batch job: Job credential revoked", FAILED restarts=1): start the next attempt after it
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, timeout=30)
 
 
@@ -244,8 +247,9 @@ def test_a_signal_before_python_starts_requeues_from_the_batch_script(cluster, t
     log = (folder / "runs" / f"slurm-{job}.out").read_text()
     assert "restarts=1" in job_states(cluster, job)[job], log
     hurry_requeued(cluster, job)
-    assert wait_for_job(cluster, job, TIMEOUT)[job] == "COMPLETED restarts=1"
+    state = wait_for_job(cluster, job, TIMEOUT)[job]
     log = (folder / "runs" / f"slurm-{job}.out").read_text()
+    assert state == "COMPLETED restarts=1", state + "\n" + log + _logs(Path(cluster["SLURM_CONF"]).parent)
     assert f"came before Python started; requeueing job {job}" in log and "attempt 1 ran" in log, log
 
 
