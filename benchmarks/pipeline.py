@@ -56,10 +56,10 @@ from torch.utils.data import default_collate
 from colorlab.config import compose
 from colorlab.data import ColorDataModule, add_lab
 from colorlab.data.photos import SKIMAGE_PHOTOS
+from colorlab.data.prior import load_or_compute_prior
 from colorlab.embed import attach_embeddings
 from colorlab.fit import prepare
 from colorlab.models import build_model
-from colorlab.prior import load_or_compute_prior
 
 # (b) / (a) at least this, for every data source (see the module docstring for the CPU figure)
 TARGET = {"cuda": 0.9, "cpu": 0.65}

@@ -61,7 +61,6 @@ def test_datamodule_converts_to_lab_on_transfer_and_drops_gray_in_training():
     assert out["index"].tolist() == [0, 2, 3] and dm.gray_dropped == 1
 
 
-
 def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
     """Lightning calls on_before_batch_transfer (host) then on_after_batch_transfer (device); DeviceBatches
     calls the latter alone. Decode failures and embedding lookups, done on the host when they can, give the
@@ -94,6 +93,7 @@ def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
             assert torch.equal(outs[0][key], outs[1][key]), key
         assert outs[0]["index"].tolist() == kept
         assert torch.equal(outs[0]["embedding"], tables["train" if training else "val"][kept])
+
 
 def test_samples_source_splits_by_photo():
     train, val = samples_splits(size=32, scale=64, seed=0, train_size=6, val_size=3, val_photos=["chelsea"])

@@ -237,8 +237,8 @@ class ColorDataModule(pl.LightningDataModule):
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        batch = self._on_host(add_lab(render_batch(batch)))  # _on_host: a no-op after on_before_batch_transfer;
-        # DeviceBatches skip that hook
+        # _on_host again: a no-op after on_before_batch_transfer, which DeviceBatches do not call
+        batch = self._on_host(add_lab(render_batch(batch)))
         training = self.trainer is not None and self.trainer.training
         if "embedding" in batch:
             batch["embedding"] = batch["embedding"].to(batch["rgb"].device, non_blocking=True)

@@ -112,15 +112,15 @@ def paint_scenes(params: torch.Tensor, ground_l: torch.Tensor) -> tuple[torch.Te
     """``paint_scene`` for a batch, on the device of its inputs: ``draw_scene``'s vectors (B, SCENE_PARAMS)
     and ground lightness (B, H, W), fp32 -> uint8 RGB (B, 3, H, W) and the diamond's mask, bool (B, 1, H, W).
     Equal to the numpy painter up to fp32 rounding: the masks to the pixel but for edge ties, RGB within
-    one level (kornia's Lab -> sRGB in fp32 against scikit-image's in float64; tests/test_data.py)."""
+    one level (kornia's Lab -> sRGB in fp32 against scikit-image's in float64; tests/test_synthetic_render.py)."""
     from colorlab.color import lab_to_uint8
 
     b, size = params.shape[0], ground_l.shape[-1]
     device, p = params.device, params.float()[:, :, None, None]  # (B, P, 1, 1): broadcast over pixels
     yy = torch.arange(size, device=device, dtype=torch.float32)[:, None].expand(size, size)
     xx = yy.t()
-    l = torch.where(yy < p[:, 0], p[:, 1] + 8.0 * (yy / size - 0.5), ground_l.float())  # (B, H, W)
-    sky = yy < p[:, 0]
+    sky = yy < p[:, 0]  # (B, H, W)
+    l = torch.where(sky, p[:, 1] + 8.0 * (yy / size - 0.5), ground_l.float())
     a = torch.where(sky, CLASS_AB["sky"][0], CLASS_AB["ground"][0])
     bb = torch.where(sky, CLASS_AB["sky"][1], CLASS_AB["ground"][1])
     rows = torch.from_numpy(stripes(size)).to(device)[:, None]
@@ -190,9 +190,11 @@ class SyntheticScenes(WholeItems):
         self.size, self.length, self.seed, self.split, self.p_first = size, length, seed, split, p_first
         self.render, self.on_device = render, render == "device"
 
+    def _draws(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return draw_scene(np.random.default_rng([self.seed, SPLIT_IDS[self.split], index]), self.size, self.p_first)
+
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])
-        params, ground_l = draw_scene(rng, self.size, self.p_first)
+        params, ground_l = self._draws(index)
         if self.on_device:
             return {"scene": torch.from_numpy(params).float(), "ground_l": torch.from_numpy(ground_l).float(),
                     "index": index, "item": index}
@@ -204,9 +206,8 @@ class SyntheticScenes(WholeItems):
             "item": index,
         }
 
-    def whole_image(self, item: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], item])
-        return torch.from_numpy(render_scene(rng, self.size, self.p_first)[0]).permute(2, 0, 1).contiguous()
+    def whole_image(self, item: int) -> torch.Tensor:  # painted here whatever ``render`` says
+        return torch.from_numpy(paint_scene(*self._draws(item), self.size)[0]).permute(2, 0, 1).contiguous()
 
 
 def synthetic_splits(size: int, seed: int, train_size: int, val_size: int, p_first: float, render: str = "cpu"):
