@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure and target in one command (about 5 minutes on one H200): the gpu-marked tests, the
-# pipeline (step alone vs fed by the DataModule, synthetic and JPEG folder), the speed keys per precision,
+# pipeline (step alone vs fed by the DataModule, synthetic and a JPEG folder decoded by PIL workers and by
+# nvJPEG, data.decode=cpu|gpu), the speed keys per precision,
 # layout and TF32 for eccv16_full at 256 px and the quick-start unet_bins, the per-network throughput
 # and MFU with hints_unet against colorization-pytorch's hint loop, and the quick-start job end to end.
 #
@@ -35,7 +36,7 @@ part() {  # part NAME TIMEOUT_S COMMAND...: run, tee to OUT/NAME.txt, keep its t
 }
 
 part gpu_tests 180 "$py" -m pytest -m gpu -q -p no:cacheprovider tests/
-part pipeline 180 "$py" benchmarks/pipeline.py --device cuda --workers "$workers"
+part pipeline 240 "$py" benchmarks/pipeline.py --device cuda --workers "$workers"
 part speed_eccv16_256 90 "$py" benchmarks/speed_keys.py --device cuda --experiment eccv16_full \
     --set data.size=256 net.width=64 data.batch_size=64 --rounds 2 --steps 5 --skip speed.compile=true
 part speed_unet_bins 60 "$py" benchmarks/speed_keys.py --device cuda --experiment unet_bins --rounds 2 --steps 10

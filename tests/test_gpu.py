@@ -52,6 +52,20 @@ def test_bf16_autocast_keeps_lab_in_fp32(random_rgb):
     assert (lab.cpu() - uint8_to_lab(random_rgb)).abs().max() < LAB_TOLERANCE
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["validation", "training"])
+def test_nvjpeg_decoding_gives_pils_crops_up_to_resampling(tmp_path, train):
+    """data.decode=gpu on nvJPEG against PIL's full decode, the crops drawn alike (tests/test_jpeg_decode.py
+    holds libjpeg on the CPU to mean < 0.5 levels). Stated for nvJPEG, whose IDCT and chroma upsampling are
+    its own: mean < 1 level of 255, 99th percentile <= 4, and a 4 px shift is far outside it."""
+    from tests.test_jpeg_decode import jpeg_folder, pil_and_device
+
+    reference, decoded = pil_and_device(jpeg_folder(tmp_path / "photos"), train, device="cuda")
+    diff = (reference.float() - decoded.float()).abs()
+    assert diff.mean() < 1.0, diff.mean()
+    assert diff.flatten().quantile(0.99) <= 4
+    assert (reference.float() - decoded.roll(4, dims=-1).float()).abs().mean() > 2
+
+
 @pytest.mark.parametrize("experiment", sorted(available_experiments()))
 def test_five_bf16_mixed_steps_of_every_experiment(experiment, tiny_overrides, tmp_path):
     metrics = train(compose(experiment, [*on_gpu(tiny_overrides), "trainer.max_steps=5", "data.val_size=8",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -34,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from colorlab.color import AB_NORM, is_gray, normalize_lab, uint8_to_lab
+from colorlab.data.jpeg import decode_batch
 from colorlab.data.photos import folder_splits, samples_splits
 from colorlab.data.synthetic import render_batch, synthetic_splits
 
@@ -205,7 +207,8 @@ class ColorDataModule(pl.LightningDataModule):
             return StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                                        drop_last=train)
         options = dict(batch_size=self.batch_size, drop_last=train, num_workers=self.num_workers,
-                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                       collate_fn=getattr(dataset, "collate", None))  # data.decode=gpu: JPEG bytes as a list
         if not train:  # Lightning gives validation its DistributedSampler under DDP
             return DataLoader(dataset, shuffle=False, **options)
         # an order that depends on (seed, epoch) alone, so a resumed run replays it, from where it stopped
@@ -215,6 +218,10 @@ class ColorDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if getattr(self.train_set, "render", None) == "auto":  # synthetic scenes: painted where training runs
             self.train_set.on_device = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if getattr(self.train_set, "decode", None) == "gpu" and self.trainer is not None \
+                and self.trainer.strategy.root_device.type != "cuda":
+            warnings.warn("data.decode=gpu without a CUDA device: JPEGs are decoded by torchvision's CPU decoder "
+                          "in the training process, not in the workers; data.decode=cpu is faster here", stacklevel=2)
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -222,15 +229,20 @@ class ColorDataModule(pl.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """What needs only the host's data is done before the transfer: read on the device, the decode
-        failures and the embedding lookup's items would make the host wait for the device every step."""
-        return self._on_host(batch)
+        failures and the embedding lookup's items would make the host wait for the device every step.
+        data.decode=gpu: the JPEGs are decoded here, onto the training device (nvJPEG reads host memory)."""
+        strategy = getattr(self.trainer, "strategy", None)
+        return self._on_host(batch, strategy.root_device if strategy is not None else "cpu")
 
-    def _on_host(self, batch: dict) -> dict:
-        """Count decode failures (training) and look up the global embeddings (B, dim) by ``item``."""
+    def _on_host(self, batch: dict, device: torch.device | str) -> dict:
+        """Decode JPEG bytes on ``device`` (data.decode=gpu), count decode failures (training) and look up
+        the global embeddings (B, dim) by ``item``."""
         training = self.trainer is not None and self.trainer.training
+        batch, undecodable = decode_batch(batch, device)
         failed = batch.pop("decode_failed", None)
         if training and failed is not None:
             self.decode_failures.update(int(i) for i in failed[failed >= 0])
+            self.decode_failures.update(undecodable)
         table = self.embeddings.get("train" if training else "val")
         if table is not None and "embedding" not in batch:
             batch["embedding"] = table[batch["item"].cpu()]
@@ -238,7 +250,7 @@ class ColorDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # _on_host again: a no-op after on_before_batch_transfer, which DeviceBatches do not call
-        batch = self._on_host(add_lab(render_batch(batch)))
+        batch = self._on_host(add_lab(render_batch(batch)), batch["rgb"].device)
         training = self.trainer is not None and self.trainer.training
         if "embedding" in batch:
             batch["embedding"] = batch["embedding"].to(batch["rgb"].device, non_blocking=True)
@@ -289,4 +301,5 @@ class DeviceBatches:
 
     def __iter__(self):
         for batch in self.loader:
+            batch, _ = decode_batch(batch, self.device)  # data.decode=gpu: from the host's bytes
             yield self.datamodule.on_after_batch_transfer({k: v.to(self.device) for k, v in batch.items()}, 0)

@@ -18,6 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from colorlab.data.files import Unusable, crop_array, existing_dir, scan_files, shorter_side_size, split_by_file
+from colorlab.data.jpeg import DECODES, CropBox, decoded_item, device_decodable, encoded_item
+from colorlab.data.jpeg import collate as jpeg_collate
 from colorlab.io import GRAY_MODES, IMAGE_SUFFIXES, UnreadableImage, open_image, read_rgb, summarize_skips
 
 # Colour photographs that ship inside scikit-image (no download needed).
@@ -35,13 +37,15 @@ def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.T
 
     rng=None: centre crop. Otherwise a random crop, flipped horizontally half of the time.
     """
-    h, w = rgb.shape[:2]
-    if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
-    else:
-        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-    flip = rng is not None and rng.random() < 0.5
+    top, left, flip = _crop_position(*rgb.shape[:2], size, rng)
     return torch.from_numpy(crop_array(rgb, size, top, left, flip)).permute(2, 0, 1).contiguous()
+
+
+def _crop_position(h: int, w: int, size: int, rng: np.random.Generator | None) -> tuple[int, int, bool]:
+    if rng is None:
+        return (h - size) // 2, (w - size) // 2, False
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return top, left, bool(rng.random() < 0.5)
 
 
 def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
@@ -52,12 +56,22 @@ def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def crop_box(width: int, height: int, size: int, scale: int, train: bool, seed: int, index: int) -> CropBox:
+    """Where crop_for_split cuts a photo of ``width`` x ``height``, drawn from the same random numbers: the
+    size the photo is resized to, the crop's top-left corner in it, and the flip."""
+    rng = _item_rng(train, seed, index)
+    side = int(rng.integers(size, scale + 1)) if train else scale
+    resized_w, resized_h = shorter_side_size(width, height, side)
+    top, left, flip = _crop_position(resized_h, resized_w, size, rng if train else None)
+    return CropBox(resized_h, resized_w, top, left, flip)
+
+
 def crop_for_split(rgb: np.ndarray, size: int, scale: int, train: bool, seed: int, index: int) -> torch.Tensor:
     """uint8 (H, W, 3) photo -> uint8 (3, size, size). Training: shorter side resized to a random value
     in [size, scale], random crop, random flip. Validation: shorter side ``scale``, centre crop."""
-    rng = _item_rng(train, seed, index)
-    side = int(rng.integers(size, scale + 1)) if train else scale
-    return crop(resize_shorter_side(rgb, side), size, rng if train else None)
+    box = crop_box(rgb.shape[1], rgb.shape[0], size, scale, train, seed, index)
+    resized = np.array(Image.fromarray(rgb).resize((box.width, box.height), Image.BICUBIC))
+    return torch.from_numpy(crop_array(resized, size, box.top, box.left, box.flip)).permute(2, 0, 1).contiguous()
 
 
 class PhotoCrops(Dataset):
@@ -135,31 +149,68 @@ def scan_folder(root: Path) -> tuple[list[Path], Counter]:
 
 
 class FolderImages(PhotoCrops):
-    """Images from a list of paths; a file that fails to decode is replaced by the next one."""
+    """Images from a list of paths; a file that fails to decode is replaced by the next one.
+
+    ``decode="gpu"``: items carry a JPEG's bytes and its crop box instead of pixels (colorlab.data.jpeg);
+    the DataModule decodes them on the training device. Other files are decoded here as with "cpu".
+    """
 
     def __init__(self, paths: list[Path], size: int, scale: int | None, train: bool, seed: int = 0,
-                 skipped: Counter | None = None, length: int | None = None, labels: list[int] | None = None):
+                 skipped: Counter | None = None, length: int | None = None, labels: list[int] | None = None,
+                 decode: str = "cpu"):
         super().__init__(self._read, len(paths), size, scale, train, length or len(paths), seed)
-        self.paths, self._failed, self.labels = paths, -1, labels
+        if decode not in DECODES:
+            raise ValueError(f"data.decode must be one of {', '.join(DECODES)}. Got {decode!r}")
+        self.paths, self._failed, self.labels, self.decode = paths, -1, labels, decode
         self.reduced_decode = True  # draft-mode JPEG decoding (False: always decode at full size)
         self.skipped = skipped or Counter()  # files left out when the folder was scanned, by reason
+        self.collate = jpeg_collate if decode == "gpu" else None  # the DataLoader's collate_fn
 
     def _read(self, i: int) -> np.ndarray:
-        for offset in range(self.n):
-            index = (i + offset) % self.n
+        for index in self._candidates(i):
             try:
                 # shorter side >= scale is all the crops need: large JPEGs decode at 1/2, 1/4 or 1/8
-                rgb = read_rgb(self.paths[index], min_side=self.scale if self.reduced_decode else None)
+                return read_rgb(self.paths[index], min_side=self.scale if self.reduced_decode else None)
             except UnreadableImage as e:  # headers looked fine but the pixel data did not
-                warnings.warn(f"skipped while decoding: {e}", stacklevel=2)
-                self._failed = index if self._failed < 0 else self._failed
-                continue
-            return rgb
+                self._skip(e, index)
         raise RuntimeError("no image in the folder could be decoded")
+
+    def _candidates(self, i: int):
+        """File i, then the next ones (a file that fails is replaced by the next)."""
+        return ((i + offset) % self.n for offset in range(self.n))
+
+    def _skip(self, error: UnreadableImage, index: int) -> None:
+        warnings.warn(f"skipped while decoding: {error}", stacklevel=3)
+        self._failed = index if self._failed < 0 else self._failed
+
+    def _encoded(self, index: int) -> dict:
+        """``jpeg.encoded_item`` when file ``index`` (or the next readable one) can be decoded on the device,
+        otherwise ``jpeg.decoded_item`` with the crop made here, as for data.decode=cpu."""
+        item = index % self.n
+        for candidate in self._candidates(item):
+            path = self.paths[candidate]
+            try:
+                with open_image(path) as image:  # the header only
+                    if not device_decodable(image):
+                        rgb = crop_for_split(self._read(candidate), self.size, self.scale, self.train, self.seed,
+                                             index)
+                        return decoded_item(rgb)
+                    width, height = image.size
+                data = path.read_bytes()
+            except (UnreadableImage, OSError) as e:
+                self._skip(e if isinstance(e, UnreadableImage) else UnreadableImage(path, "unreadable", str(e)),
+                           candidate)
+                continue
+            box = crop_box(width, height, self.size, self.scale, self.train, self.seed, index)
+            return encoded_item(data, box, self.size)
+        raise RuntimeError("no image in the folder could be read")
 
     def __getitem__(self, index: int) -> dict:
         self._failed = -1
-        item = super().__getitem__(index)
+        if self.decode == "gpu":
+            item = {**self._encoded(index), "index": index, "item": index % self.n}
+        else:
+            item = super().__getitem__(index)
         # which file failed to decode for this item (-1: none); the DataModule counts them
         item = {**item, "decode_failed": self._failed}
         return item if self.labels is None else {**item, "label": self.labels[item["item"]]}
@@ -180,10 +231,12 @@ def class_labels(paths: list[Path], roots: list[Path]) -> tuple[list[int], list[
 
 
 def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val_root: str | None = None,
-                  val_fraction: float = 0.1, train_size: int | None = None, labels: bool = False):
+                  val_fraction: float = 0.1, train_size: int | None = None, labels: bool = False,
+                  decode: str = "cpu"):
     """Train/val datasets from a directory tree (and an optional separate validation tree).
     ``train_size``: random crops per epoch, cycling over the training files (None: one per file).
-    ``labels``: items also carry ``label``, the index of their class folder (see class_labels)."""
+    ``labels``: items also carry ``label``, the index of their class folder (see class_labels).
+    ``decode``: "cpu" (workers decode with PIL) or "gpu" (JPEGs decoded on the training device, data.jpeg)."""
     check_train_size(train_size)
     root_path = existing_dir(root, "data.root", "images", "/data/photos")
     paths, skipped = scan_folder(root_path)
@@ -204,8 +257,8 @@ def folder_splits(root: str, size: int, seed: int, scale: int | None = None, val
         roots = [root_path] + ([Path(val_root).expanduser()] if val_root is not None else [])
         all_labels, _ = class_labels(train_paths + val_paths, roots)
         train_labels, val_labels = all_labels[: len(train_paths)], all_labels[len(train_paths):]
-    return (FolderImages(train_paths, size, scale, True, seed, skipped, train_size, train_labels),
-            FolderImages(val_paths, size, scale, False, seed, labels=val_labels))
+    return (FolderImages(train_paths, size, scale, True, seed, skipped, train_size, train_labels, decode),
+            FolderImages(val_paths, size, scale, False, seed, labels=val_labels, decode=decode))
 
 
 def check_train_size(train_size: int | None) -> None:

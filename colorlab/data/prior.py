@@ -40,6 +40,7 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     from torch.utils.data import DataLoader
 
     from colorlab.data import add_lab
+    from colorlab.data.jpeg import decode_batch
     from colorlab.data.synthetic import render_batch
 
     dataset = datamodule.train_set
@@ -49,8 +50,10 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     centers = centers.to(device)
     histograms = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+        loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                            collate_fn=getattr(dataset, "collate", None))
         for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
+            batch, _ = decode_batch(batch, device)  # data.decode=gpu: the JPEGs, on the device
             images = render_batch({k: batch[k].to(device) for k in ("rgb", "scene", "ground_l") if k in batch})
             ab = add_lab({"rgb": images["rgb"]})["ab"] * AB_NORM  # the DataModule's own conversion
             ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour

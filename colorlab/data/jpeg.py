@@ -1,0 +1,122 @@
+"""``data.decode=gpu``: JPEGs decoded as a batch on the training device (nvJPEG through torchvision).
+
+Workers then only read a file's header and bytes and draw its crop (``crop_box``, the same random
+numbers as the CPU path, so the crops are identical); ``decode_batch`` decodes, resizes, crops and flips
+on the device before the batch is transferred. Files nvJPEG should not get (not a JPEG, CMYK, an EXIF
+rotation) are decoded by the worker as with ``data.decode=cpu``; a file that fails on the device is
+decoded once more with PIL, and one that fails there too is dropped from the batch and counted.
+
+Resampling differs from the CPU path (torch's antialiased bicubic on the full-size image, not PIL's
+bicubic after a reduced-scale DCT decode): tests/test_jpeg_decode.py states the tolerance.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import default_collate
+
+from colorlab.io import ORIENTATION_TAG, UnreadableImage, read_rgb_bytes
+
+DECODES = ("cpu", "gpu")
+
+
+class CropBox(NamedTuple):
+    """A crop of a photo resized to ``height`` x ``width``: its top-left corner, and whether it is mirrored."""
+    height: int
+    width: int
+    top: int
+    left: int
+    flip: bool
+
+
+def device_decodable(image) -> bool:
+    """Whether a (header-only) PIL image can be left to nvJPEG: a 3-channel JPEG that needs no EXIF rotation."""
+    if image.format != "JPEG" or image.mode != "RGB":
+        return False
+    try:
+        return image.getexif().get(ORIENTATION_TAG, 1) == 1
+    except (OSError, ValueError, SyntaxError):  # a broken EXIF block: PIL's decode handles the file
+        return False
+
+
+def encoded_item(data: bytes, box: CropBox, size: int) -> dict:
+    """An item whose pixels come later: ``jpeg`` the file's bytes (N,) uint8, ``box`` (5,) int64 and a
+    placeholder ``rgb`` (3, size, size) uint8 that decode_batch fills."""
+    return {"rgb": torch.zeros(3, size, size, dtype=torch.uint8),
+            "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "box": torch.tensor(box)}
+
+
+def decoded_item(rgb: torch.Tensor) -> dict:
+    """An item the worker decoded itself, in the same schema (empty ``jpeg``, ``box`` unused)."""
+    return {"rgb": rgb, "jpeg": torch.empty(0, dtype=torch.uint8), "box": torch.full((5,), -1)}
+
+
+def collate(items: list[dict]) -> dict:
+    """default_collate, except ``jpeg``: a list of B byte tensors of different lengths."""
+    encoded = [item.pop("jpeg") for item in items]
+    batch = default_collate(items)
+    batch["jpeg"] = encoded
+    return batch
+
+
+def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """JPEG bytes -> uint8 (3, H, W) on ``device`` each; None where neither nvJPEG nor PIL can decode it."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def one(encoded):
+        try:
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # nvJPEG (or libjpeg on the CPU) refused it: PIL reads more oddities
+            try:
+                return torch.from_numpy(read_rgb_bytes(encoded.numpy().tobytes())).permute(2, 0, 1).to(device)
+            except UnreadableImage:
+                return None
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TorchCodec.*")  # torchvision 0.29 deprecates its decoders
+        try:
+            return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))  # one batched call
+        except RuntimeError:  # one bad file fails the whole call: find it
+            return [one(encoded) for encoded in data]
+
+
+def resize_crop(rgb: torch.Tensor, box: CropBox, size: int) -> torch.Tensor:
+    """uint8 (3, H, W) on any device -> uint8 (3, size, size): resized to (box.height, box.width) with
+    antialiased bicubic (PIL's kernel), cropped at (box.top, box.left), mirrored if box.flip."""
+    resized = F.interpolate(rgb[None].float(), size=(box.height, box.width), mode="bicubic", antialias=True,
+                            align_corners=False)[0]
+    patch = resized[:, box.top:box.top + size, box.left:box.left + size].round().clamp(0, 255).to(torch.uint8)
+    return patch.flip(-1) if box.flip else patch
+
+
+def decode_batch(batch: dict, device: torch.device | str) -> tuple[dict, list[int]]:
+    """A collated batch of ``encoded_item``/``decoded_item`` -> the same batch without ``jpeg`` and ``box``,
+    with ``rgb`` (B', 3, S, S) uint8 on ``device``, and the ``item`` ids of the files dropped because they
+    could not be decoded (B' = B - len(dropped)). A batch without ``jpeg`` is returned as it is."""
+    encoded = batch.pop("jpeg", None)
+    boxes = batch.pop("box", None)
+    if encoded is None:
+        return batch, []
+    device = torch.device(device)
+    rgb = batch["rgb"].to(device, non_blocking=True)
+    size = rgb.shape[-1]
+    pending = [i for i, data in enumerate(encoded) if data.numel()]
+    decoded = _decode([encoded[i] for i in pending], device) if pending else []
+    keep = torch.ones(len(encoded), dtype=torch.bool)
+    for i, image in zip(pending, decoded, strict=True):
+        if image is None:
+            keep[i] = False
+        else:
+            rgb[i] = resize_crop(image, CropBox(*boxes[i].tolist()), size)
+    batch["rgb"] = rgb
+    if keep.all():
+        return batch, []
+    dropped = batch["item"][~keep].tolist()
+    warnings.warn(f"skipped while decoding: {len(dropped)} file(s) of this batch are not decodable JPEGs",
+                  stacklevel=2)
+    on_device = keep.to(device)
+    return {k: v[on_device if v.device == device else keep] for k, v in batch.items()}, dropped
