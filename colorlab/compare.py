@@ -7,7 +7,9 @@ The data source is the first checkpoint's (its validation split, deterministic),
 overridden. FID and LPIPS are added when their weights are given (colorlab/evaluation/metric_nets.py).
 ``rank=METRIC`` orders the table by any column, best first (fid, lpips, delta_cf and errors: lowest).
 Writes ``compare.md`` (metrics per checkpoint) and ``compare.png`` (columns: gray
-input, each checkpoint labelled by experiment, ground truth) into ``out`` (default: compare/).
+input, each checkpoint labelled by experiment, ground truth) into ``out`` (default: compare/). Checkpoints
+of one experiment are labelled by the settings they differ in (``unet_bins (model.lam=0.0)``), or by
+their run directory.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
             weights: dict | None = None, rank: str | None = None) -> dict:
     """``weights``: {'fid': ..., 'lpips': ...} turns those metrics on (hub, a path or random)."""
     scored = score_checkpoints(checkpoints, data_overrides, weights, keep=n)
-    rows = {s.experiment: s.metrics for s in scored}
+    rows = {s.label: s.metrics for s in scored}  # two runs of one experiment: also what tells them apart
     if rank is not None:
         rows = rank_rows(rows, rank)
     truth = scored[0].lab_true
     gray = torch.cat([truth[:, :1], torch.zeros_like(truth[:, 1:])], dim=1)
-    columns = [("gray", gray), *((s.experiment, s.lab_pred) for s in scored), ("ground truth", truth)]
+    columns = [("gray", gray), *((s.label, s.lab_pred) for s in scored), ("ground truth", truth)]
     out.mkdir(parents=True, exist_ok=True)
     save_png(labelled_grid(columns), out / "compare.png")
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))  # a metric one model lacks: "—"

@@ -13,7 +13,8 @@ from torch import Tensor
 from colorlab.color import lab_to_rgb
 
 MIN_TILE = 128  # small crops are upscaled (nearest) so that a grid is readable
-LABEL_HEIGHT = 18  # px of the header row that names the columns
+LABEL_HEIGHT = 18  # px of the header row that names the columns (one line; more lines add LINE_HEIGHT each)
+LINE_HEIGHT = 12
 PADDING = 2
 
 
@@ -22,15 +23,36 @@ def labelled_grid(columns: list[tuple[str, Tensor]], tile: int = MIN_TILE) -> np
     above each column; every image is shown as a ``tile`` x ``tile`` square (nearest resampling)."""
     rows = columns[0][1].shape[0]
     step = tile + PADDING
-    canvas = Image.new("RGB", (len(columns) * step, LABEL_HEIGHT + rows * step), "white")
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    labels = [wrap(label, tile - 8, draw) for label, _ in columns]  # long labels (compare's) take more lines
+    header = LABEL_HEIGHT + LINE_HEIGHT * (max(len(lines) for lines in labels) - 1)
+    canvas = Image.new("RGB", (len(columns) * step, header + rows * step), "white")
     draw = ImageDraw.Draw(canvas)
-    for c, (label, lab) in enumerate(columns):
-        draw.text((c * step + 4, 3), label, fill="black")
+    for c, (lines, (_, lab)) in enumerate(zip(labels, columns, strict=True)):
+        for i, line in enumerate(lines):
+            draw.text((c * step + 4, 3 + i * LINE_HEIGHT), line, fill="black")
         rgb = (lab_to_rgb(lab.float()).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
         for r in range(rows):
             image = Image.fromarray(rgb[r]).resize((tile, tile), Image.NEAREST)
-            canvas.paste(image, (c * step, LABEL_HEIGHT + r * step))
+            canvas.paste(image, (c * step, header + r * step))
     return np.asarray(canvas)
+
+
+def wrap(text: str, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+    """``text`` in lines of at most ``width`` px in ``draw``'s font, broken after spaces (inside a word
+    that is wider than a line, anywhere)."""
+    lines = [""]
+    for word in text.split(" "):
+        candidate = f"{lines[-1]} {word}" if lines[-1] else word
+        if draw.textlength(candidate) <= width:
+            lines[-1] = candidate
+            continue
+        lines.append("")
+        for char in word:
+            if lines[-1] and draw.textlength(lines[-1] + char) > width:
+                lines.append("")
+            lines[-1] += char
+    return [line for line in lines if line] or [""]
 
 
 def sample_grid(lab_pred: Tensor, lab_true: Tensor) -> np.ndarray:

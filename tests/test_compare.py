@@ -44,3 +44,39 @@ def test_compare_reproduces_each_runs_validation_metrics(tiny_overrides, tmp_pat
 def test_compare_reports_missing_checkpoints(tmp_path, capsys):
     assert compare_main([str(tmp_path / "nope.ckpt")]) == 2
     assert "checkpoint(s) not found" in capsys.readouterr().err
+
+
+def test_two_runs_of_one_experiment_get_a_row_each_named_by_what_differs(tiny_overrides, tmp_path):
+    checkpoints = []
+    for n_bins in (10, 20):
+        run = tmp_path / f"bins{n_bins}"
+        train(compose("bins1d", tiny_overrides + [f"run_dir={run}", "trainer.max_epochs=1", f"model.n_bins={n_bins}"]))
+        checkpoints.append(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "cmp"
+    assert compare_main([str(c) for c in checkpoints] + [f"out={out}", "n=2"]) == 0
+    rows = [line.split("|")[1].strip() for line in (out / "compare.md").read_text().splitlines()[2:]]
+    assert rows == ["bins1d (model.n_bins=10)", "bins1d (model.n_bins=20)"]  # one row before: keyed by experiment
+    with Image.open(out / "compare.png") as grid:
+        assert grid.width == 4 * 130  # gray | both runs | truth
+
+
+def test_labels_tell_checkpoints_apart():
+    from pathlib import Path
+
+    from colorlab.evaluation.side_by_side import unique_labels
+
+    def config(experiment, run_dir, **model):
+        return {"experiment": experiment, "run_dir": run_dir, "seed": 0, "model": {"lr": 1e-3, **model},
+                "logger": {"name": "csv"}, "prior": {"cache_dir": run_dir}}
+
+    paths = [Path(f"runs/r{i}/checkpoints/last.ckpt") for i in range(5)]
+    configs = [config("a", "runs/r0", lam=0.5), config("a", "runs/r1", lam=0.0),
+               config("b", "runs/r2"), config("c", "runs/r3"), config("c", "runs/r4")]
+    # run_dir, logger and cache dirs differ too, but tell nothing about what was learned
+    assert unique_labels(configs, paths) == ["a (model.lam=0.5)", "a (model.lam=0.0)", "b", "c (r3)",
+                                             "c (r4)"]
+    same = [config("a", "x"), config("a", "x")]
+    assert unique_labels(same, [Path("x/checkpoints/last.ckpt")] * 2) == ["a (x) #1", "a (x) #2"]
+    many = [config("a", "x", p=1, q=1, r=1, s=1), config("a", "x", p=2, q=2, r=2, s=2)]
+    assert unique_labels(many, paths[:2]) == ["a (model.p=1, model.q=1, model.r=1, ...)",
+                                              "a (model.p=2, model.q=2, model.r=2, ...)"]

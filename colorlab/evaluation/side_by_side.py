@@ -34,11 +34,51 @@ class Scored:
     metrics: dict[str, float]  # name (COMPARISON_METRICS) -> value
     lab_pred: Tensor  # (keep, 3, H, W) Lab, on the CPU
     lab_true: Tensor  # (keep, 3, H, W) Lab, on the CPU
+    label: str = ""  # unique among the checkpoints scored together (unique_labels)
+
+
+# settings that say where a run wrote or how fast it ran, not what it learned: never what tells runs apart
+_NOT_DISTINCTIVE = ("run_dir", "logger.", "trainer.enable_progress_bar", "data.num_workers")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def unique_labels(configs: list[dict], checkpoints: list[Path], most: int = 3) -> list[str]:
+    """A label per checkpoint: its experiment, and where several share one, the (at most ``most``) settings
+    in which they differ (``unet_bins (model.lam=0.0)``), else the run directory; numbered if still alike."""
+    names = [config["experiment"] for config in configs]
+    flat = [_flat(config) for config in configs]
+    labels = []
+    for i, name in enumerate(names):
+        group = [j for j, other in enumerate(names) if other == name]
+        keys = sorted({key for j in group for key in flat[j]})
+        differing = [key for key in keys if not key.startswith(_NOT_DISTINCTIVE) and not key.endswith("cache_dir")
+                     and len({repr(flat[j].get(key)) for j in group}) > 1]
+        if len(group) == 1:
+            labels.append(name)
+        elif differing:
+            shown = ", ".join(f"{key}={flat[i].get(key)}" for key in differing[:most])
+            labels.append(f"{name} ({shown}{', ...' if len(differing) > most else ''})")
+        else:
+            labels.append(f"{name} ({Path(checkpoints[i]).resolve().parent.parent.name})")  # RUN/checkpoints/x.ckpt
+    for label in {label for label in labels if labels.count(label) > 1}:
+        for n, i in enumerate(i for i, other in enumerate(labels) if other == label):
+            labels[i] = f"{label} #{n + 1}"
+    return labels
 
 
 def score_checkpoints(checkpoints: list[Path], data_overrides: list[str] | None = None, weights: dict | None = None,
                       keep: int = 0, shared_data: bool = True, device: torch.device | None = None) -> list[Scored]:
-    """Each checkpoint's metrics on validation batches, in the order given, on ``device`` (a GPU if any).
+    """Each checkpoint's metrics on validation batches, in the order given, on ``device`` (a GPU if any),
+    each with a ``label`` that tells it apart from the others (unique_labels).
 
     ``shared_data``: the first checkpoint's validation split (``data_overrides`` on top) for every one, each
     with its own embeddings (compare); otherwise each checkpoint's own split (a sweep's trials). ``weights``:
@@ -48,9 +88,10 @@ def score_checkpoints(checkpoints: list[Path], data_overrides: list[str] | None 
     weights = weights or {}
     factories = metric_factories({"fid": "fid" in weights, "fid_weights": weights.get("fid"),
                                   "lpips": "lpips" in weights, "lpips_weights": weights.get("lpips")})
-    scored, data, datamodule = [], None, None
+    scored, configs, data, datamodule = [], [], None, None
     for path in checkpoints:
         model = load_colorizer(path, device)
+        configs.append(model.config)
         cfg = override(OmegaConf.create(model.config), data_overrides or [])
         if not shared_data or datamodule is None:
             data, datamodule = cfg.data, validation_data(cfg)
@@ -58,6 +99,8 @@ def score_checkpoints(checkpoints: list[Path], data_overrides: list[str] | None 
             cfg.data = data
             datamodule = embeddings_for(datamodule, cfg)
         scored.append(_score(model, datamodule, device, factories, keep))
+    for entry, label in zip(scored, unique_labels(configs, checkpoints), strict=True):
+        entry.label = label
     return scored
 
 
