@@ -264,7 +264,8 @@ def summary_tables(out):
                          for line in lines]
 
 
-@pytest.mark.filterwarnings("ignore:evaluate.fid_weights=random")
+@pytest.mark.filterwarnings("ignore:--fid-weights random")  # named once, by the sweep's option
+@pytest.mark.filterwarnings("error:evaluate.fid_weights=random")  # not compare's, per trial
 def test_rank_by_fid_or_psnr_scores_each_finished_trials_checkpoint_and_orders_the_summary(tmp_path):
     out = tmp_path / "sweep"
     tiny = [*TINY, "data.val_size=4", "data.size=32", "net.width=8", "trainer.max_steps=2"]

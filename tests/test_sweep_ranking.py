@@ -33,9 +33,11 @@ def test_a_bad_rank_or_missing_metric_weights_is_one_line_before_any_trial(tmp_p
     assert not out.exists()  # no sweep folder, no trial
 
 
-@pytest.mark.filterwarnings("ignore:evaluate.fid_weights=random")
+@pytest.mark.filterwarnings("ignore:--(fid|lpips)-weights random")
 def test_comparison_metrics_rank_in_their_own_direction_and_weights_add_their_columns():
     sweep = load_sweep(LAMBDA)
+    with pytest.warns(UserWarning, match="^--fid-weights random: FID runs through random weights"):  # the sweep's
+        ranking(sweep, "fid", {"fid": "random"})  # option, not compare's evaluate.fid_weights
     assert ranking(sweep) == ranking(sweep, "val/auc_rebalanced") == Ranking("val/auc_rebalanced", "maximize")
     assert ranking(sweep, "fid", {"fid": "random"}) == Ranking("fid", "minimize", ["fid"], {"fid": "random"})
     assert ranking(sweep, "delta_cf") == Ranking("delta_cf", "minimize", ["delta_cf"])

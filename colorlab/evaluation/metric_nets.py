@@ -44,11 +44,11 @@ def how_to_provide(metric: str, option: str | None = None) -> str:
 
 def weights_file(metric: str, weights: str, option: str | None = None) -> Path | None:
     """The state-dict file of ``metric``'s network ('fid', 'lpips', 'classifier'), or None for random weights
-    (with a warning). Raises MetricWeightsError when the file is missing (its message names ``option``, see
-    how_to_provide)."""
+    (with a warning). Raises MetricWeightsError when the file is missing. Both name ``option``, see
+    how_to_provide."""
     if weights == "random":
-        warnings.warn(f"evaluate.{metric}_weights=random: {NAMES[metric]} runs through random weights, so its "
-                      "values carry no semantics (layout only)", stacklevel=2)
+        warnings.warn(f"{option or f'evaluate.{metric}_weights='}random: {NAMES[metric]} runs through random "
+                      "weights, so its values carry no semantics (layout only)", stacklevel=2)
         return None
     path = Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILES[metric] if weights == "hub" else Path(weights)
     if not path.expanduser().is_file():

@@ -9,6 +9,7 @@ or random); a given ``--fid-weights``/``--lpips-weights`` adds that column too.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +47,8 @@ def ranking(sweep: Sweep, rank: str | None = None, weights: dict[str, str] | Non
         raise ConfigError(f"--rank {rank}: neither the sweep's metric nor a comparison metric; valid: "
                           f"{', '.join([sweep.metric, *COMPARISON_METRICS])}")
     try:
-        for name, source in weights.items():
-            if source != "random":
-                weights_file(name, source, f"--{name}-weights ")
+        for name, source in weights.items():  # random: the warning names the sweep's option, here and once
+            weights_file(name, source, f"--{name}-weights ")
     except MetricWeightsError as e:
         raise ConfigError(str(e)) from None
     scored = [m for m in COMPARISON_METRICS if m == metric or m in weights]
@@ -67,8 +67,10 @@ def add_scores(rows: list[dict], out: Path, plan: Ranking) -> None:
     print(f"sweep: scoring {', '.join(plan.scored)} of {len(here)} finished trial(s)"
           + (f"; no checkpoint here for {', '.join(sorted(set(finished) - set(here)))}" if len(here) < len(finished)
              else ""), flush=True)
-    scores = score_checkpoints([last_checkpoint(out / trial) for trial in here], weights=plan.weights,
-                               shared_data=False)
+    with warnings.catch_warnings():  # ranking() warned of random weights, naming --fid/lpips-weights
+        warnings.filterwarnings("ignore", message=r"evaluate\.\w+_weights=random")
+        scores = score_checkpoints([last_checkpoint(out / trial) for trial in here], weights=plan.weights,
+                                   shared_data=False)
     by_trial = {trial: s.metrics for trial, s in zip(here, scores, strict=True)}
     for row in rows:
         state = row.pop("state")
