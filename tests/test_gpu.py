@@ -66,6 +66,28 @@ def test_nvjpeg_decoding_gives_pils_crops_up_to_resampling(tmp_path, train):
     assert (reference.float() - decoded.roll(4, dims=-1).float()).abs().mean() > 2
 
 
+def test_nvjpeg_output_is_not_memory_that_queued_kernels_still_write(tmp_path):
+    """torchvision allocates nvJPEG's outputs on the current stream but writes them on its own
+    (pytorch/vision#9606). Blocks the size of a decoded photo are freed while a kernel queued behind a GPU
+    sleep still writes 255 into them; decoded there, the images would turn white. data/jpeg.py decodes with a
+    stream of its own current, so they cannot be handed those blocks."""
+    from colorlab.data.jpeg import decode_batch
+    from colorlab.data.photos import FolderImages
+    from tests.test_jpeg_decode import SIZE, jpeg_folder
+
+    dataset = FolderImages(jpeg_folder(tmp_path / "photos"), SIZE, None, train=False, decode="gpu")
+    expected, _ = decode_batch(dataset.collate([dataset[i] for i in range(4)]), "cpu")
+    for _ in range(3):
+        busy = [torch.empty(3 * 375 * 500, dtype=torch.uint8, device="cuda") for _ in range(16)]
+        torch.cuda._sleep(100_000_000)  # ~0.05-0.1 s of GPU time before the writes below run
+        for block in busy:
+            block.fill_(255)
+        del busy, block  # free for the current stream at once: its later kernels are ordered after the fills
+        batch, _ = decode_batch(dataset.collate([dataset[i] for i in range(4)]), "cuda")
+        decoded = batch["rgb"].cpu()
+        assert (decoded.float() - expected["rgb"].float()).abs().mean() < 1
+
+
 @pytest.mark.parametrize("experiment", sorted(available_experiments()))
 def test_five_bf16_mixed_steps_of_every_experiment(experiment, tiny_overrides, tmp_path):
     metrics = train(compose(experiment, [*on_gpu(tiny_overrides), "trainer.max_steps=5", "data.val_size=8",

@@ -64,8 +64,10 @@ SOURCES = {"synthetic": synthetic_splits, "samples": samples_splits, "folder": f
            "video_folder": _video_folder_splits}
 
 
-# data keys that change what the splits contain (not how fast they are read)
-_SPEED_KEYS = {"batch_size", "num_workers", "render"}  # render: where scenes are painted (same scenes)
+# data keys that change how fast the splits are read, not what they contain (left out of data_identity).
+# render, decode: where scenes are painted (the same scenes) and JPEGs decoded (the same crops, resampled alike
+# within a level or two): a prior or embedding table made one way serves the other
+_SPEED_KEYS = {"batch_size", "num_workers", "render", "decode"}
 
 
 def skip_summary(datamodule: ColorDataModule) -> dict:
@@ -238,7 +240,8 @@ class ColorDataModule(pl.LightningDataModule):
         """Decode JPEG bytes on ``device`` (data.decode=gpu), count decode failures (training) and look up
         the global embeddings (B, dim) by ``item``."""
         training = self.trainer is not None and self.trainer.training
-        batch, undecodable = decode_batch(batch, device)
+        dataset = self.train_set if training else self.val_set
+        batch, undecodable = decode_batch(batch, device, getattr(dataset, "paths", None))
         failed = batch.pop("decode_failed", None)
         if training and failed is not None:
             self.decode_failures.update(int(i) for i in failed[failed >= 0])
@@ -301,5 +304,6 @@ class DeviceBatches:
 
     def __iter__(self):
         for batch in self.loader:
-            batch, _ = decode_batch(batch, self.device)  # data.decode=gpu: from the host's bytes
+            # data.decode=gpu: from the host's bytes
+            batch, _ = decode_batch(batch, self.device, getattr(self.datamodule.val_set, "paths", None))
             yield self.datamodule.on_after_batch_transfer({k: v.to(self.device) for k, v in batch.items()}, 0)

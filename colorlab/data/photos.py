@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from colorlab.data.files import Unusable, crop_array, existing_dir, scan_files, shorter_side_size, split_by_file
 from colorlab.data.jpeg import DECODES, CropBox, decoded_item, device_decodable, encoded_item
 from colorlab.data.jpeg import collate as jpeg_collate
-from colorlab.io import GRAY_MODES, IMAGE_SUFFIXES, UnreadableImage, open_image, read_rgb, summarize_skips
+from colorlab.io import GRAY_MODES, IMAGE_SUFFIXES, UnreadableImage, draft_jpeg, open_image, read_rgb, summarize_skips
 
 # Colour photographs that ship inside scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
@@ -195,6 +195,8 @@ class FolderImages(PhotoCrops):
                         rgb = crop_for_split(self._read(candidate), self.size, self.scale, self.train, self.seed,
                                              index)
                         return decoded_item(rgb)
+                    if self.reduced_decode:  # the size the CPU path decodes at: its crop box, exactly
+                        draft_jpeg(image, self.scale)
                     width, height = image.size
                 data = path.read_bytes()
             except (UnreadableImage, OSError) as e:
@@ -202,7 +204,7 @@ class FolderImages(PhotoCrops):
                            candidate)
                 continue
             box = crop_box(width, height, self.size, self.scale, self.train, self.seed, index)
-            return encoded_item(data, box, self.size)
+            return encoded_item(data, box, self.size, candidate)
         raise RuntimeError("no image in the folder could be read")
 
     def __getitem__(self, index: int) -> dict:

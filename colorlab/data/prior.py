@@ -53,7 +53,7 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
         loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
                             collate_fn=getattr(dataset, "collate", None))
         for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
-            batch, _ = decode_batch(batch, device)  # data.decode=gpu: the JPEGs, on the device
+            batch, _ = decode_batch(batch, device, getattr(dataset, "paths", None))  # data.decode=gpu: on the device
             images = render_batch({k: batch[k].to(device) for k in ("rgb", "scene", "ground_l") if k in batch})
             ab = add_lab({"rgb": images["rgb"]})["ab"] * AB_NORM  # the DataModule's own conversion
             ab = ab[~is_gray(ab)]  # as in training: gray images carry no colour
