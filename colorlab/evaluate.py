@@ -184,10 +184,6 @@ def temporal_rows(model, cfg: DictConfig) -> list[dict]:
     return [truth_row(items), *model_rows(model.cpu(), model.config["experiment"], items)]
 
 
-# Zhang et al. 2017's released model on 1000 ImageNet val images at 256 px, 6x6 hints (DESIGN.md)
-ZHANG2017_PSNR = {0: 24.43, 10: 28.42, 100: 31.13}
-
-
 def plot_hints_curve(hints: dict, patch: int, path: Path) -> Path:
     """PSNR against the number of hints (symlog x), with Zhang 2017's reference points for scale."""
     import matplotlib
@@ -198,7 +194,10 @@ def plot_hints_curve(hints: dict, patch: int, path: Path) -> Path:
     counts = list(hints)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(counts, [hints[n]["psnr"] for n in counts], "o-", label=f"this checkpoint ({patch}x{patch} px hints)")
-    ax.plot(list(ZHANG2017_PSNR), list(ZHANG2017_PSNR.values()), "s--", color="gray",
+    from colorlab.evaluation.zhang import ZHANG2017_PSNR, ZHANG2017_PSNR_100
+
+    published = {**ZHANG2017_PSNR, 100: ZHANG2017_PSNR_100}  # the released model, 1000 ImageNet val images, 6x6
+    ax.plot(list(published), list(published.values()), "s--", color="gray", markersize=3,
             label="Zhang 2017 released model (ImageNet, 256 px)")
     ax.set_xscale("symlog", linthresh=1)
     ax.set(xlabel="number of random ground-truth hints", ylabel="PSNR (dB, 8-bit RGB)",

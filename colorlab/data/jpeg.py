@@ -11,9 +11,11 @@ Resampling differs from the CPU path (torch's antialiased bicubic on the full-si
 bicubic after a reduced-scale DCT decode): tests/test_jpeg_decode.py states the tolerance.
 
 On CUDA, torchvision allocates the decoded images on the current stream but writes them on its own
-(pytorch/vision#9606): memory the training step's queued kernels still read could be handed to it. The
-decode therefore runs with a stream of its own current, from whose pool only the decodes' outputs come,
-and the training stream waits for it (no host synchronisation).
+(pytorch/vision#9606): memory the training step's queued kernels still use could be handed to it. The
+decode therefore runs with a side stream current, whose memory pool holds only what was freed there, and
+the training stream waits for it on the device. torch hands out side streams from a shared pool of 32: the
+side stream is drained first (cheap: nothing else is queued on it in colorlab), in case another library
+shares it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor
         try:
             return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))  # one batched call
         except RuntimeError:  # one bad file fails the whole call: find it
+            if device.type == "cuda":  # rare: let the failed call's writes finish before its memory is reused
+                torch.cuda.synchronize(device)
             return [one(encoded) for encoded in data]
 
 
@@ -96,13 +100,16 @@ _STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 @contextmanager
 def _decode_stream(device: torch.device):
-    """CUDA: run the block with a stream of its own current (see the module docstring); the stream that was
+    """CUDA: run the block with the side stream current (see the module docstring); the stream that was
     current then waits for it, and owns the tensors made in the block (``_own``). Elsewhere: nothing."""
     if device.type != "cuda":
         yield
         return
     training = torch.cuda.current_stream(device)
-    stream = _STREAMS.setdefault(device, torch.cuda.Stream(device))
+    stream = _STREAMS.get(device)
+    if stream is None:
+        stream = _STREAMS[device] = torch.cuda.Stream(device)
+    stream.synchronize()  # see the module docstring
     with torch.cuda.stream(stream):
         yield
     training.wait_stream(stream)  # on the device: the step's kernels read the images after they are written

@@ -41,6 +41,7 @@ MAX_POINTS = 50
 # The released SIGGRAPH17 model's curve: the mean over its 1000 images of each column of psnrs_siggraph.npy
 ZHANG2017_PSNR = {0: 24.43, 1: 25.37, 2: 26.20, 3: 26.69, 4: 27.08, 5: 27.39, 6: 27.65, 8: 28.10, 10: 28.42,
                   13: 28.79, 16: 29.04, 20: 29.34, 25: 29.60, 32: 29.91, 40: 30.17, 50: 30.42}
+ZHANG2017_PSNR_100 = 31.13  # the same file's column for 100 points, past this protocol's 50 (shared/DESIGN.md)
 ZHANG2017_SOURCE = ("richzhang/colorization-pytorch, resources/psnrs_siggraph.npy (the released model on 1000 "
                     "ImageNet validation images at 256x256, random 6x6 hints; test_sweep.py plots it beside a "
                     "new run, the paper's Figure 6); standard errors 0.14 dB")
