@@ -160,6 +160,43 @@ def best_after(method, seed, count=40):
     return study.best_value
 
 
+def test_two_drivers_starting_at_once_never_read_a_half_written_sweep_json(tmp_path, monkeypatch):
+    """sbatch --array starts drivers together: the second once read sweep.json after the first had created it
+    and before it had written it (JSONDecodeError, seen in CI). Writing is slowed here to hold that window open."""
+    from colorlab.sweep import engine
+
+    slow_dumps, slow_dump = engine.json.dumps, engine.json.dump
+
+    def dumps(*args, **kwargs):
+        time.sleep(0.3)
+        return slow_dumps(*args, **kwargs)
+
+    def dump(*args, **kwargs):
+        time.sleep(0.3)
+        return slow_dump(*args, **kwargs)
+
+    monkeypatch.setattr(engine.json, "dumps", dumps)
+    monkeypatch.setattr(engine.json, "dump", dump)
+    record = {"sweep": {"name": "x"}, "overrides": [], "storage": None, "count": 5}
+    errors = []
+
+    def driver(delay):
+        time.sleep(delay)
+        try:
+            engine.check_sweep_dir(tmp_path / "sweep", record)
+        except Exception as e:  # noqa: BLE001 -- any failure of either driver fails the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=driver, args=(delay,)) for delay in (0.0, 0.1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == record
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["sweep.json"]  # no draft left behind
+
+
 def test_bayes_finds_a_better_optimum_than_random_at_the_same_count():
     wins = sum(best_after("bayes", seed) < best_after("random", seed) for seed in range(10))
     assert wins >= 8, wins

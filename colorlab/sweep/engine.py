@@ -233,12 +233,17 @@ def check_sweep_dir(out: Path, record: dict) -> None:
     """A sweep directory belongs to one sweep: a driver may join it only with the same file and overrides."""
     path = out / "sweep.json"
     out.mkdir(parents=True, exist_ok=True)
+    # written whole, then linked into place: atomic and exclusive, so a driver starting at the same moment (an
+    # sbatch --array) never reads a half-written record
+    draft = out / f".sweep.json.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
+    draft.write_text(json.dumps(record, indent=2))
     try:
-        with open(path, "x") as f:
-            json.dump(record, f, indent=2)
+        os.link(draft, path)
         return
     except FileExistsError:
         pass
+    finally:
+        draft.unlink(missing_ok=True)
     existing = json.loads(path.read_text())
     same = {k: existing.get(k) for k in ("sweep", "overrides", "storage")} == {
         k: record.get(k) for k in ("sweep", "overrides", "storage")}
