@@ -48,7 +48,7 @@ from torch import Tensor
 
 from colorlab import web
 from colorlab.cli import error
-from colorlab.config import key_value_options, usage_exit_code
+from colorlab.config import compute_device, key_value_options, usage_exit_code
 from colorlab.hints import Hint, HintsError, parse_hints, parse_point
 from colorlab.inference import PhotoColorizer, Prepared
 from colorlab.io import UnreadableImage, read_rgb_within
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         host = options.get("host", "127.0.0.1")
         limit_heap()
         allowed = web.local_hosts(options.get("allowed_hosts", ""), host)
-        model = load_colorizer(options["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
+        model = load_colorizer(options["ckpt"], compute_device())
         colorizer = PhotoColorizer(model, int(options["size"]) if "size" in options else None)
         app = serve(colorizer, host, port, numbers["max_upload_mb"], numbers["max_megapixels"], allowed)
     except (FileNotFoundError, ValueError) as e:

@@ -28,12 +28,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from colorlab.cli import error
-from colorlab.config import key_value_options, usage_exit_code
+from colorlab.config import compute_device, key_value_options, usage_exit_code
 from colorlab.hints import load_hints
 from colorlab.inference import PhotoColorizer, Prepared, Result, check_enhancement
 from colorlab.io import IMAGE_SUFFIXES, UnreadableImage, read_rgb, summarize_skips
@@ -125,7 +124,7 @@ def colorize(checkpoint: Path, source: Path, out: Path, options: ColorizeOptions
         raise ValueError("hints and palette_at are points on one image: give input=FILE, not a directory")
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={out} is an existing file; give a directory")
-    model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_colorizer(checkpoint, compute_device())
     colorizer = PhotoColorizer(model, o.size, o.temperature)
     if hints is not None and not colorizer.takes_hints:
         raise ValueError(f"{checkpoint} was trained without hints (hints.enabled=false): it cannot use {hints}")

@@ -21,6 +21,19 @@ TRIAL_ENV = "COLORLAB_SWEEP_TRIAL"  # set by an offline sweep: JSON telling a tr
 _ABSENT = object()
 
 
+def compute_device():
+    """The torch.device work outside the Trainer runs on (the prior, embeddings, the commands): this process's
+    GPU when there is one, else the CPU. Under DDP each process takes its local rank's GPU (LOCAL_RANK from
+    Lightning's launcher or torchrun, SLURM_LOCALID under srun), so ranks that start together do not all
+    load GPU 0."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())  # one GPU per task: its only one
+
+
 class ConfigError(ValueError):
     """A config problem the user can fix; the message says what is valid."""
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from colorlab.color import uint8_to_lab
+from colorlab.config import compute_device
 from colorlab.io import atomic_save
 
 MODEL_NAME = "inception_resnet_v2"
@@ -155,7 +156,7 @@ def attach_embeddings(datamodule, cfg) -> None:
     from colorlab.data.datamodule import data_identity
 
     datamodule.setup("fit")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = compute_device()
     identity = data_identity(cfg)
     for split, dataset in (("train", datamodule.train_set), ("val", datamodule.val_set)):
         datamodule.embeddings[split] = embedding_table(dataset, {**identity, "split": split}, dict(cfg.embed),

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from colorlab.cli import error
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
-from colorlab.config import ConfigError, override, split_arguments, usage_exit_code
+from colorlab.config import ConfigError, compute_device, override, split_arguments, usage_exit_code
 from colorlab.evaluation.metric_nets import (
     ClassificationAccuracy,
     MetricWeightsError,
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ckpt" not in options:
             raise ConfigError("missing ckpt=PATH (a checkpoint written by colorlab.fit)")
         checkpoint = Path(options["ckpt"])
-        model = load_colorizer(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+        model = load_colorizer(checkpoint, compute_device())
         cfg = override(OmegaConf.create(model.config), overrides)
         if cfg.evaluate.protocol not in PROTOCOLS:
             raise ConfigError(f"evaluate.protocol={cfg.evaluate.protocol!r} is not a protocol; valid: "

@@ -126,3 +126,26 @@ def test_a_bad_option_of_a_flag_command_is_one_line_and_exit_2(argv, message, ca
     module = COMMANDS[argv[0]][0].removeprefix("colorlab.")
     assert err.count("\n") == 1 and err.startswith(f"colorlab.{module}: error: "), err
     assert message in err
+
+
+def test_compute_device_is_the_local_ranks_gpu_or_the_cpu(monkeypatch):
+    """Work outside the Trainer (prior, embeddings, commands) goes to this process's GPU: under DDP each rank
+    its own (LOCAL_RANK, else SLURM_LOCALID), not all of them GPU 0."""
+    import torch
+
+    from colorlab.config import compute_device
+
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert compute_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert compute_device() == torch.device("cuda", 1)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert compute_device() == torch.device("cuda", 0)
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    assert compute_device() == torch.device("cuda", 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # srun with one visible GPU per task
+    assert compute_device() == torch.device("cuda", 0)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from colorlab.bins import bin_counts, gamut_centers
 from colorlab.color import AB_NORM, is_gray
+from colorlab.config import compute_device
 from colorlab.data.datamodule import data_identity
 from colorlab.io import atomic_save
 
@@ -27,10 +28,6 @@ def prior_key(cfg: DictConfig) -> str:
             "version": CACHE_VERSION}
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.data.name}-{digest}"
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Tensor, int]:
@@ -46,7 +43,7 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     dataset = datamodule.train_set
     n_images = min(len(dataset), cfg.prior.max_images)
     subset = torch.utils.data.Subset(dataset, range(n_images))
-    device = _device()
+    device = compute_device()
     centers = centers.to(device)
     histograms = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from colorlab.color import denormalize_lab, lab_to_rgb, lab_to_uint8
-from colorlab.config import ConfigError, override
+from colorlab.config import ConfigError, compute_device, override
 from colorlab.data import ColorDataModule, DeviceBatches, embeddings_for, validation_data
 from colorlab.evaluation.metric_nets import metric_factories
 from colorlab.metrics import METRIC_NAMES, ColorMetrics
@@ -84,7 +84,7 @@ def score_checkpoints(checkpoints: list[Path], data_overrides: list[str] | None 
     with its own embeddings (compare); otherwise each checkpoint's own split (a sweep's trials). ``weights``:
     {'fid': ..., 'lpips': ...} turns those metrics on (hub, a path or random; metric_nets.py).
     ``data_overrides``: ``data.`` keys, checked. One model is held in memory at a time."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or compute_device()
     weights = weights or {}
     factories = metric_factories({"fid": "fid" in weights, "fid_weights": weights.get("fid"),
                                   "lpips": "lpips" in weights, "lpips_weights": weights.get("lpips")})

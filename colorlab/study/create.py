@@ -106,7 +106,7 @@ def load_methods(checkpoints: list[Path], data_overrides: list[str]):
     or checkpoints working at different sizes (a study shows every method on the same images)."""
     from omegaconf import OmegaConf
 
-    from colorlab.config import override
+    from colorlab.config import compute_device, override
     from colorlab.models import load_colorizer
 
     if not checkpoints:
@@ -114,7 +114,7 @@ def load_methods(checkpoints: list[Path], data_overrides: list[str]):
     missing = [str(p) for p in checkpoints if not Path(p).is_file()]
     if missing:
         raise ValueError(f"checkpoint(s) not found: {', '.join(missing)}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     models = [load_colorizer(path, device) for path in checkpoints]
     cfg = override(OmegaConf.create(models[0].config), data_overrides)
     sizes = {str(path): model.config["data"]["size"] for path, model in zip(checkpoints, models, strict=True)}

@@ -150,7 +150,7 @@ def temporal_metrics(rgb: torch.Tensor, gray: torch.Tensor, source: torch.Tensor
 def main(argv: list[str]) -> int:
     from colorlab.cli import error
     from colorlab.color import normalize_lab, uint8_to_lab
-    from colorlab.config import ConfigError, key_value_options, usage_exit_code
+    from colorlab.config import ConfigError, compute_device, key_value_options, usage_exit_code
     from colorlab.hints import encode_hints, load_hints
     from colorlab.inference import DEFAULT_HINT_PATCH
     from colorlab.models import load_colorizer
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
         if not src.exists():
             raise ValueError(f"{src}: no such file or folder")
         frames, rate = read_clip(src, int(args.get("max_side", 2048)))
-        model = load_colorizer(args["ckpt"], "cuda" if torch.cuda.is_available() else "cpu")
+        model = load_colorizer(args["ckpt"], compute_device())
         size = int(model.config["data"]["size"])
         key = None
         if "hints" in args:
