@@ -41,7 +41,6 @@ bound 0.63x) fails it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -55,15 +54,14 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from PIL import Image
+from steps import model_and_optimizer, training_step
 from torch.utils.data import default_collate
 
 from colorlab.config import compose
-from colorlab.data import ColorDataModule, add_lab
+from colorlab.data import ColorDataModule
 from colorlab.data.photos import SKIMAGE_PHOTOS
-from colorlab.data.prior import load_or_compute_prior
 from colorlab.embed import attach_embeddings
 from colorlab.fit import prepare
-from colorlab.models import build_model
 
 # (b) / (a) at least this, for every data source (see the module docstring for the CPU figure)
 TARGET = {"cuda": 0.9, "cpu": 0.65}
@@ -162,19 +160,11 @@ class StepAlone:
 
         cfg = OmegaConf.merge(cfg, {"optim": {"scheduler": "none"}})  # the schedule needs a Trainer
         self.device, self.bf16 = device, cfg.trainer.precision == "bf16-mixed"
-        self.model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).to(device).train()
-        self.model.log = lambda *a, **k: None  # outside a Trainer
-        self.opt = self.model.configure_optimizers()
+        self.model, self.opt = model_and_optimizer(cfg, device)
         torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)  # as the Trainer sets it
 
     def step(self, batch: dict) -> None:
-        batch = add_lab(dict(batch))  # fp32 Lab, outside autocast, as on_after_batch_transfer
-        autocast = torch.autocast(self.device, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:  # Lightning's bf16-mixed wraps training_step alone
-            loss = self.model.training_step(batch, 0)
-        loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        training_step(self.model, self.opt, batch, self.bf16)
 
     def images_per_s(self, batch: dict, warmup: int, steps: int) -> float:
         for _ in range(warmup):

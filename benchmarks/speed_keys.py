@@ -28,12 +28,10 @@ import tempfile
 import time
 
 import torch
+from steps import model_and_optimizer, training_step
 
 from colorlab.config import compose
-from colorlab.data import add_lab
-from colorlab.data.prior import load_or_compute_prior
 from colorlab.data.synthetic import SyntheticScenes
-from colorlab.models import build_model
 
 # name -> (overrides, TF32 off); the defaults are those of trainer=default on the CPU, trainer=gpu on a GPU
 VARIANTS = {
@@ -58,10 +56,7 @@ def build(experiment: str, tmp: str, extra: list[str], device: str = "cpu"):
     cfg = compose(experiment, [*BASE[device], f"prior.cache_dir={tmp}", "prior.max_images=64",
                                "data.num_workers=0", "optim.scheduler=none", *extra])
     torch.manual_seed(0)
-    model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).to(device).train()
-    model.log = lambda *a, **k: None  # outside a Trainer
-    opt = model.configure_optimizers()
-    return cfg, model, opt["optimizer"] if isinstance(opt, dict) else opt
+    return cfg, *model_and_optimizer(cfg, device)
 
 
 @contextlib.contextmanager
@@ -77,13 +72,8 @@ def tf32(off: bool):
 
 
 def step(model, opt, rgb, bf16: bool, tf32_off: bool = False) -> None:
-    batch = add_lab({"rgb": rgb})  # fp32 Lab, outside autocast as in training
-    autocast = torch.autocast(rgb.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with tf32(tf32_off), autocast:
-        loss = model.training_step(batch, 0)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    with tf32(tf32_off):  # the whole step, backward included
+        training_step(model, opt, {"rgb": rgb}, bf16)
     if rgb.is_cuda:
         torch.cuda.synchronize()
 

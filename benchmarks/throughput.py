@@ -24,13 +24,12 @@ import time
 
 import numpy as np
 import torch
+from steps import model_and_optimizer, training_step
 from torch.utils.flop_counter import FlopCounterMode
 
 from colorlab.config import compose
 from colorlab.data.datamodule import add_lab
-from colorlab.data.prior import load_or_compute_prior
 from colorlab.data.synthetic import SyntheticScenes
-from colorlab.models import build_model
 
 DEFAULT_EXPERIMENTS = ("hints_unet",)
 # On the CPU the network dominates both steps, so the anchor's Python loop is mostly hidden: the CPU
@@ -104,21 +103,11 @@ def build(experiment: str, size: int | None, device: str, tmp: str, extra: list[
     cfg = compose(experiment, overrides)
     if size is not None and cfg.choices.get("net") == "eccv16" and size >= 256:
         cfg = compose(experiment, overrides + ["net.width=64"])
-    model = build_model(cfg, load_or_compute_prior(cfg)["counts"]).to(device).train()
-    model.log = lambda *a, **k: None  # outside a Trainer
-    opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    return cfg, model, opt
+    return cfg, *model_and_optimizer(cfg, device)
 
 
 def colorlab_step(model, opt, rgb):
-    batch = add_lab({"rgb": rgb})
-    if getattr(model.net, "embed_dim", 0):  # fusion nets: the IRN2 embedding is a cached input in training
-        batch["embedding"] = torch.randn(rgb.shape[0], model.net.embed_dim, device=rgb.device)
-    loss = model.training_step(batch, 0)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    training_step(model, opt, {"rgb": rgb})
 
 
 def anchor_step(model, opt, rgb):
