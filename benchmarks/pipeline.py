@@ -236,8 +236,8 @@ def data_images_per_s(cfg, device: str, warmup: int, steps: int) -> float:
     datamodule = ColorDataModule(seed=cfg.seed, **cfg.data)
     datamodule.setup("fit")
     attach_embeddings(datamodule, cfg)
-    datamodule.trainer = SimpleNamespace(training=True, world_size=1, global_rank=0,  # what the hooks read
-                                         strategy=SimpleNamespace(root_device=torch.device(device)))
+    datamodule.trainer = SimpleNamespace(training=True, world_size=1, global_rank=0, num_devices=1,  # what the
+                                         strategy=SimpleNamespace(root_device=torch.device(device)))  # hooks read
     loader = datamodule.train_dataloader()
     images, start = 0, None
     for i, batch in enumerate(loader):

@@ -154,3 +154,23 @@ def test_training_on_the_bad_input_corpus_continues_and_reports_what_was_left_ou
     # the truncated JPEG passes the header scan, fails when decoded, and is counted once over 2 epochs
     assert skipped == {"empty file": 1, "not an image": 2, "decompression bomb": 1, "grayscale": 2,
                        "not an image suffix": 1, "corrupt image data": 1}
+
+
+def test_num_workers_auto_is_sized_from_where_training_runs(monkeypatch):
+    from colorlab.data.datamodule import worker_count
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert worker_count("auto", on_gpu=False) == 2  # the CPU's step threads use the cores (as before: 2)
+    assert worker_count("auto", on_gpu=True) == 15  # one GPU on 16 cores: all but the training process
+    assert worker_count("auto", on_gpu=True, local_devices=4) == 3  # four ranks on this node share them
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    assert worker_count("auto", on_gpu=True) == 16  # at most 16
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")  # srun binds each task to its own cores
+    assert worker_count("auto", on_gpu=True, local_devices=4) == 7
+    assert worker_count(0, on_gpu=True) == 0 and worker_count(5, on_gpu=False) == 5  # a number is kept
+    for bad in (-1, "many", 2.5, True):
+        with pytest.raises(ValueError, match="data.num_workers must be a number of worker processes >= 0, or auto"):
+            worker_count(bad, on_gpu=False)
+    with pytest.raises(ValueError, match="data.num_workers must be"):
+        ColorDataModule("synthetic", size=16, batch_size=4, num_workers="lots", seed=0)

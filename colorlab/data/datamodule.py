@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -78,6 +79,26 @@ def skip_summary(datamodule: ColorDataModule) -> dict:
     if datamodule.gray_dropped:
         skipped["gray images dropped in training"] = datamodule.gray_dropped
     return skipped
+
+
+def worker_count(setting, on_gpu: bool, local_devices: int = 1) -> int:
+    """DataLoader workers for ``data.num_workers``: a number >= 0, or ``auto``. Auto: 2 when training runs on
+    the CPU (the step's threads use every core; docs/benchmarks.md, "Pipeline"); with a GPU, this process's
+    share of the cores less one for itself, at most 16 (the one H200 measurement on record fed eccv16 with 14
+    workers on 16 cores). The share: SLURM_CPUS_PER_TASK under srun, else the cores this process may use over
+    the GPUs of this node (``local_devices``)."""
+    if setting == "auto":
+        if not on_gpu:
+            return 2
+        if "SLURM_CPUS_PER_TASK" in os.environ:
+            share = int(os.environ["SLURM_CPUS_PER_TASK"])
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            share = cores // max(local_devices, 1)
+        return max(0, min(16, share - 1))
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ValueError(f"data.num_workers must be a number of worker processes >= 0, or auto. Got {setting!r}")
+    return setting
 
 
 def data_identity(cfg) -> dict:
@@ -190,6 +211,7 @@ class ColorDataModule(pl.LightningDataModule):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"data.name={name!r} is not a data source; valid: {sorted(SOURCES)}")
+        worker_count(num_workers, on_gpu=False)  # a bad value fails here, before any data is read
         self.name, self.size, self.batch_size, self.num_workers = name, size, batch_size, num_workers
         self.seed, self.source = seed, source
         self.train_set = self.val_set = None
@@ -203,13 +225,17 @@ class ColorDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = SOURCES[self.name](size=self.size, seed=self.seed, **self.source)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
+        if self.trainer is not None:  # data.num_workers=auto: sized from where training runs
+            workers = worker_count(self.num_workers, self.trainer.strategy.root_device.type == "cuda",
+                                   self.trainer.num_devices)
+        else:  # commands reading held-out data run on the GPU when there is one (compute_device)
+            workers = worker_count(self.num_workers, torch.cuda.is_available())
         if isinstance(dataset, torch.utils.data.IterableDataset):  # litdata shards: shard-aware, resumable
             from litdata import StreamingDataLoader
 
-            return StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                                       drop_last=train)
-        options = dict(batch_size=self.batch_size, drop_last=train, num_workers=self.num_workers,
-                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            return StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=workers, drop_last=train)
+        options = dict(batch_size=self.batch_size, drop_last=train, num_workers=workers,
+                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
                        collate_fn=getattr(dataset, "collate", None))  # data.decode=gpu: JPEG bytes as a list
         if not train:  # Lightning gives validation its DistributedSampler under DDP
             return DataLoader(dataset, shuffle=False, **options)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from colorlab.bins import bin_counts, gamut_centers
 from colorlab.color import AB_NORM, is_gray
 from colorlab.config import compute_device
-from colorlab.data.datamodule import data_identity
+from colorlab.data.datamodule import data_identity, worker_count
 from colorlab.io import atomic_save
 
 CACHE_VERSION = 2  # 2: per-image histograms cached too
@@ -47,8 +47,8 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     centers = centers.to(device)
     histograms = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        loader = DataLoader(subset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                            collate_fn=getattr(dataset, "collate", None))
+        loader = DataLoader(subset, batch_size=cfg.data.batch_size, collate_fn=getattr(dataset, "collate", None),
+                            num_workers=worker_count(cfg.data.num_workers, device.type == "cuda"))
         for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
             batch, _ = decode_batch(batch, device, getattr(dataset, "paths", None))  # data.decode=gpu: on the device
             images = render_batch({k: batch[k].to(device) for k in ("rgb", "scene", "ground_l") if k in batch})
