@@ -237,7 +237,8 @@ def data_images_per_s(cfg, device: str, warmup: int, steps: int) -> float:
     datamodule.setup("fit")
     attach_embeddings(datamodule, cfg)
     datamodule.trainer = SimpleNamespace(training=True, world_size=1, global_rank=0, num_devices=1,  # what the
-                                         strategy=SimpleNamespace(root_device=torch.device(device)))  # hooks read
+                                         strategy=SimpleNamespace(root_device=torch.device(device),  # hooks read
+                                                                  cluster_environment=None))
     loader = datamodule.train_dataloader()
     images, start = 0, None
     for i, batch in enumerate(loader):

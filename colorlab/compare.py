@@ -38,12 +38,18 @@ def compare(checkpoints: list[Path], out: Path, n: int = 8, data_overrides: list
     columns = [("gray", gray), *((s.label, s.lab_pred) for s in scored), ("ground truth", truth)]
     out.mkdir(parents=True, exist_ok=True)
     save_png(labelled_grid(columns), out / "compare.png")
-    keys = list(dict.fromkeys(k for row in rows.values() for k in row))  # a metric one model lacks: "—"
-    table = ["| experiment | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    table += [f"| {name} | " + " | ".join(f"{row[k]:.4g}" if k in row else "—" for k in keys) + " |"
-              for name, row in rows.items()]
-    (out / "compare.md").write_text("\n".join(table) + "\n")
+    (out / "compare.md").write_text(markdown_table(rows))
     return rows
+
+
+def markdown_table(rows: dict) -> str:
+    """``rows`` (label -> metrics) as a Markdown table, 4 significant digits; a metric a row lacks: "—"."""
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    table = ["| experiment | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, row in rows.items():
+        label = name.replace("|", "\\|")  # a label's | would end its cell
+        table.append(f"| {label} | " + " | ".join(f"{row[k]:.4g}" if k in row else "—" for k in keys) + " |")
+    return "\n".join(table) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

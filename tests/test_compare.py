@@ -56,8 +56,6 @@ def test_two_runs_of_one_experiment_get_a_row_each_named_by_what_differs(tiny_ov
     assert compare_main([str(c) for c in checkpoints] + [f"out={out}", "n=2"]) == 0
     rows = [line.split("|")[1].strip() for line in (out / "compare.md").read_text().splitlines()[2:]]
     assert rows == ["bins1d (model.n_bins=10)", "bins1d (model.n_bins=20)"]  # one row before: keyed by experiment
-    with Image.open(out / "compare.png") as grid:
-        assert grid.width == 4 * 130  # gray | both runs | truth
 
 
 def test_labels_tell_checkpoints_apart():
@@ -65,18 +63,39 @@ def test_labels_tell_checkpoints_apart():
 
     from colorlab.evaluation.side_by_side import unique_labels
 
-    def config(experiment, run_dir, **model):
+    def config(experiment, run_dir, trainer=None, **model):
         return {"experiment": experiment, "run_dir": run_dir, "seed": 0, "model": {"lr": 1e-3, **model},
-                "logger": {"name": "csv"}, "prior": {"cache_dir": run_dir}}
+                "logger": {"name": "csv"}, "prior": {"cache_dir": run_dir}, "ckpt_path": run_dir,
+                "trainer": trainer or {"accelerator": "cpu", "max_epochs": 5}, "data": {"num_workers": 2}}
 
     paths = [Path(f"runs/r{i}/checkpoints/last.ckpt") for i in range(5)]
     configs = [config("a", "runs/r0", lam=0.5), config("a", "runs/r1", lam=0.0),
                config("b", "runs/r2"), config("c", "runs/r3"), config("c", "runs/r4")]
-    # run_dir, logger and cache dirs differ too, but tell nothing about what was learned
-    assert unique_labels(configs, paths) == ["a (model.lam=0.5)", "a (model.lam=0.0)", "b", "c (r3)",
-                                             "c (r4)"]
+    # run_dir, ckpt_path, logger and cache dirs differ too, but tell nothing about what was learned
+    assert unique_labels(configs, paths) == ["a (model.lam=0.5)", "a (model.lam=0.0)", "b", "c (r3)", "c (r4)"]
+    # where the device, workers or launcher differ too, the model's setting comes first, those not at all
+    gpu = config("a", "runs/r1", {"accelerator": "gpu", "devices": 1, "max_epochs": 5}, lam=0.0)
+    gpu["data"]["num_workers"] = "auto"
+    assert unique_labels([configs[0], gpu], paths[:2]) == ["a (model.lam=0.5)", "a (model.lam=0.0)"]
+    # the budget does tell runs apart; 0 and 0.0 do not
+    longer = config("a", "runs/r1", {"accelerator": "cpu", "max_epochs": 30}, lam=0)
+    assert unique_labels([config("a", "runs/r0", lam=0.0), longer], paths[:2]) == [
+        "a (trainer.max_epochs=5)", "a (trainer.max_epochs=30)"]
+    # two checkpoints of one run: its name and theirs
+    one_run = [Path("runs/x/checkpoints/last.ckpt"), Path("runs/x/checkpoints/epoch=2.ckpt")]
+    assert unique_labels([config("a", "x"), config("a", "x")], one_run) == ["a (x/last)", "a (x/epoch=2)"]
     same = [config("a", "x"), config("a", "x")]
-    assert unique_labels(same, [Path("x/checkpoints/last.ckpt")] * 2) == ["a (x) #1", "a (x) #2"]
+    assert unique_labels(same, [Path("x/checkpoints/last.ckpt")] * 2) == ["a (x/last) #1", "a (x/last) #2"]
     many = [config("a", "x", p=1, q=1, r=1, s=1), config("a", "x", p=2, q=2, r=2, s=2)]
     assert unique_labels(many, paths[:2]) == ["a (model.p=1, model.q=1, model.r=1, ...)",
                                               "a (model.p=2, model.q=2, model.r=2, ...)"]
+
+
+def test_a_label_with_a_bar_stays_in_its_cell():
+    from colorlab.compare import markdown_table
+
+    table = markdown_table({"a (model.tag=x|y)": {"psnr": 20.0}, "b": {"psnr": 21.0, "fid": 3.0}})
+    lines = table.splitlines()
+    assert lines[0] == "| experiment | psnr | fid |"
+    assert lines[2] == "| a (model.tag=x\\|y) | 20 | — |"  # Markdown: an escaped bar is text, not a new cell
+    assert [line.replace("\\|", "").count("|") for line in lines] == [4, 4, 4, 4]

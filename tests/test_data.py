@@ -157,20 +157,37 @@ def test_training_on_the_bad_input_corpus_continues_and_reports_what_was_left_ou
 
 
 def test_num_workers_auto_is_sized_from_where_training_runs(monkeypatch):
-    from colorlab.data.datamodule import worker_count
+    from types import SimpleNamespace
 
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from colorlab.data.datamodule import trainer_workers, worker_count
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)  # macOS has none
     assert worker_count("auto", on_gpu=False) == 2  # the CPU's step threads use the cores (as before: 2)
     assert worker_count("auto", on_gpu=True) == 15  # one GPU on 16 cores: all but the training process
-    assert worker_count("auto", on_gpu=True, local_devices=4) == 3  # four ranks on this node share them
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    assert worker_count("auto", on_gpu=True, local_processes=4) == 3  # four ranks on this node share them
+    assert worker_count("auto", on_gpu=True, cores_per_process=8) == 7  # srun gave each task 8
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert worker_count("auto", on_gpu=True) == 16  # at most 16
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")  # srun binds each task to its own cores
-    assert worker_count("auto", on_gpu=True, local_devices=4) == 7
     assert worker_count(0, on_gpu=True) == 0 and worker_count(5, on_gpu=False) == 5  # a number is kept
     for bad in (-1, "many", 2.5, True):
         with pytest.raises(ValueError, match="data.num_workers must be a number of worker processes >= 0, or auto"):
             worker_count(bad, on_gpu=False)
     with pytest.raises(ValueError, match="data.num_workers must be"):
         ColorDataModule("synthetic", size=16, batch_size=4, num_workers="lots", seed=0)
+
+    # which share a Trainer's processes get: srun tasks their SLURM_CPUS_PER_TASK; ranks that Lightning starts
+    # on one node (sweep_agent.sbatch: SLURM_JOB_NAME=interactive, 32 cores, 4 GPUs) a quarter of the cores
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setattr(SLURMEnvironment, "creates_processes_externally", property(lambda self: True))
+
+    def trainer(environment, devices=4):
+        return SimpleNamespace(num_devices=devices, strategy=SimpleNamespace(
+            root_device=torch.device("cuda", 0), cluster_environment=environment))
+
+    assert trainer_workers("auto", trainer(SLURMEnvironment())) == 7
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "32")
+    assert trainer_workers("auto", trainer(LightningEnvironment())) == 7  # not 16 each: 64 workers on 32 cores
+    assert trainer_workers(3, trainer(LightningEnvironment())) == 3

@@ -160,10 +160,18 @@ def best_after(method, seed, count=40):
     return study.best_value
 
 
-def test_two_drivers_starting_at_once_never_read_a_half_written_sweep_json(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard links", "no hard links"])
+def test_two_drivers_starting_at_once_never_read_a_half_written_sweep_json(tmp_path, monkeypatch, hard_links):
     """sbatch --array starts drivers together: the second once read sweep.json after the first had created it
-    and before it had written it (JSONDecodeError, seen in CI). Writing is slowed here to hold that window open."""
+    and before it had written it (JSONDecodeError, seen in CI). Writing is slowed here to hold that window open.
+    Without hard links (FAT, some network mounts) the file is created, then written, and a reader waits."""
     from colorlab.sweep import engine
+
+    if not hard_links:
+        def no_link(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(engine.os, "link", no_link)
 
     slow_dumps, slow_dump = engine.json.dumps, engine.json.dump
 
@@ -195,6 +203,20 @@ def test_two_drivers_starting_at_once_never_read_a_half_written_sweep_json(tmp_p
     assert errors == []
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == record
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["sweep.json"]  # no draft left behind
+
+
+def test_a_sweep_record_still_being_written_is_waited_for_and_a_broken_one_named(tmp_path):
+    from colorlab.sweep.engine import _read_record
+
+    path = tmp_path / "sweep.json"
+    path.write_text("")  # created by another driver, not yet written
+    writer = threading.Timer(0.3, lambda: path.write_text('{"sweep": 1}'))
+    writer.start()
+    assert _read_record(path) == {"sweep": 1}
+    writer.join()
+    path.write_text('{"swe')
+    with pytest.raises(SweepError, match="sweep.json is not a sweep record .invalid JSON"):
+        _read_record(path, wait_s=0.3)
 
 
 def test_bayes_finds_a_better_optimum_than_random_at_the_same_count():

@@ -81,24 +81,34 @@ def skip_summary(datamodule: ColorDataModule) -> dict:
     return skipped
 
 
-def worker_count(setting, on_gpu: bool, local_devices: int = 1) -> int:
+def worker_count(setting, on_gpu: bool, local_processes: int = 1, cores_per_process: int | None = None) -> int:
     """DataLoader workers for ``data.num_workers``: a number >= 0, or ``auto``. Auto: 2 when training runs on
     the CPU (the step's threads use every core; docs/benchmarks.md, "Pipeline"); with a GPU, this process's
     share of the cores less one for itself, at most 16 (the one H200 measurement on record fed eccv16 with 14
-    workers on 16 cores). The share: SLURM_CPUS_PER_TASK under srun, else the cores this process may use over
-    the GPUs of this node (``local_devices``)."""
+    workers on 16 cores). The share: ``cores_per_process`` when a launcher gave each process its own cores
+    (srun: SLURM_CPUS_PER_TASK), else the cores this process may use over the ``local_processes`` training
+    processes of this node that share them."""
     if setting == "auto":
         if not on_gpu:
             return 2
-        if "SLURM_CPUS_PER_TASK" in os.environ:
-            share = int(os.environ["SLURM_CPUS_PER_TASK"])
-        else:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            share = cores // max(local_devices, 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = min(cores, cores_per_process) if cores_per_process else cores // max(local_processes, 1)
         return max(0, min(16, share - 1))
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise ValueError(f"data.num_workers must be a number of worker processes >= 0, or auto. Got {setting!r}")
     return setting
+
+
+def trainer_workers(setting, trainer) -> int:
+    """worker_count for the processes of ``trainer``: srun-launched DDP tasks have SLURM_CPUS_PER_TASK cores
+    each; processes Lightning or torchrun start on one node share the node's (the trainer's devices)."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    per_task = None
+    if isinstance(environment, SLURMEnvironment) and environment.creates_processes_externally:
+        per_task = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or None
+    return worker_count(setting, trainer.strategy.root_device.type == "cuda", trainer.num_devices, per_task)
 
 
 def data_identity(cfg) -> dict:
@@ -226,8 +236,7 @@ class ColorDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, train: bool) -> DataLoader:
         if self.trainer is not None:  # data.num_workers=auto: sized from where training runs
-            workers = worker_count(self.num_workers, self.trainer.strategy.root_device.type == "cuda",
-                                   self.trainer.num_devices)
+            workers = trainer_workers(self.num_workers, self.trainer)
         else:  # commands reading held-out data run on the GPU when there is one (compute_device)
             workers = worker_count(self.num_workers, torch.cuda.is_available())
         if isinstance(dataset, torch.utils.data.IterableDataset):  # litdata shards: shard-aware, resumable

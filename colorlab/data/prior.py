@@ -48,7 +48,9 @@ def stream_histograms(datamodule, cfg: DictConfig, centers: Tensor) -> tuple[Ten
     histograms = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         loader = DataLoader(subset, batch_size=cfg.data.batch_size, collate_fn=getattr(dataset, "collate", None),
-                            num_workers=worker_count(cfg.data.num_workers, device.type == "cuda"))
+                            # auto: before the Trainer, so each of the node's GPUs may have a rank doing this
+                            num_workers=worker_count(cfg.data.num_workers, device.type == "cuda",
+                                                     torch.cuda.device_count() if device.type == "cuda" else 1))
         for batch in tqdm(loader, desc="ab prior", unit="batch", disable=None):
             batch, _ = decode_batch(batch, device, getattr(dataset, "paths", None))  # data.decode=gpu: on the device
             images = render_batch({k: batch[k].to(device) for k in ("rgb", "scene", "ground_l") if k in batch})

@@ -37,8 +37,12 @@ class Scored:
     label: str = ""  # unique among the checkpoints scored together (unique_labels)
 
 
-# settings that say where a run wrote or how fast it ran, not what it learned: never what tells runs apart
-_NOT_DISTINCTIVE = ("run_dir", "logger.", "trainer.enable_progress_bar", "data.num_workers")
+# settings that say where a run wrote, how fast it ran or how it is evaluated, not what it learned: never what
+# tells runs apart in a label (the budget and precision of training do)
+_NOT_DISTINCTIVE = ("run_dir", "ckpt_path", "logger.", "checkpoint.", "speed.", "evaluate.", "choices.logger",
+                    "choices.trainer", "data.num_workers", "data.render", "data.decode")
+_DISTINCTIVE_TRAINER = ("trainer.max_epochs", "trainer.max_steps", "trainer.precision")
+_FIRST = ("model.", "optim.", "net.", "data.")  # shown before other differing keys
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -51,24 +55,38 @@ def _flat(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _distinctive(key: str) -> bool:
+    if key.startswith("trainer."):
+        return key in _DISTINCTIVE_TRAINER
+    return not key.startswith(_NOT_DISTINCTIVE) and not key.endswith("cache_dir")
+
+
+def _same(value) -> str:
+    """A value as compared between runs: 0 and 0.0 alike."""
+    return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+
+
 def unique_labels(configs: list[dict], checkpoints: list[Path], most: int = 3) -> list[str]:
     """A label per checkpoint: its experiment, and where several share one, the (at most ``most``) settings
-    in which they differ (``unet_bins (model.lam=0.0)``), else the run directory; numbered if still alike."""
+    in which they differ, model and optimiser first (``unet_bins (model.lam=0.0)``), else the run directory
+    (and the checkpoint's name, for two of one run); numbered if still alike."""
     names = [config["experiment"] for config in configs]
     flat = [_flat(config) for config in configs]
+    paths = [Path(path).resolve() for path in checkpoints]
     labels = []
     for i, name in enumerate(names):
         group = [j for j, other in enumerate(names) if other == name]
-        keys = sorted({key for j in group for key in flat[j]})
-        differing = [key for key in keys if not key.startswith(_NOT_DISTINCTIVE) and not key.endswith("cache_dir")
-                     and len({repr(flat[j].get(key)) for j in group}) > 1]
+        keys = sorted({key for j in group for key in flat[j]}, key=lambda k: (not k.startswith(_FIRST), k))
+        differing = [key for key in keys if _distinctive(key) and len({_same(flat[j].get(key)) for j in group}) > 1]
         if len(group) == 1:
             labels.append(name)
         elif differing:
             shown = ", ".join(f"{key}={flat[i].get(key)}" for key in differing[:most])
             labels.append(f"{name} ({shown}{', ...' if len(differing) > most else ''})")
-        else:
-            labels.append(f"{name} ({Path(checkpoints[i]).resolve().parent.parent.name})")  # RUN/checkpoints/x.ckpt
+        else:  # RUN/checkpoints/NAME.ckpt
+            runs = [paths[j].parent.parent.name for j in group]
+            run = paths[i].parent.parent.name
+            labels.append(f"{name} ({run})" if runs.count(run) == 1 else f"{name} ({run}/{paths[i].stem})")
     for label in {label for label in labels if labels.count(label) > 1}:
         for n, i in enumerate(i for i, other in enumerate(labels) if other == label):
             labels[i] = f"{label} #{n + 1}"

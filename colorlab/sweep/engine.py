@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,22 +230,42 @@ def summary_rows(sweep: Sweep, study: optuna.Study) -> list[dict]:
     return rows
 
 
+def _read_record(path: Path, wait_s: float = 10.0) -> dict:
+    """sweep.json as another driver wrote it; where it may still be writing (no hard links), wait for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            if time.monotonic() > deadline:
+                raise SweepError(f"{path} is not a sweep record (invalid JSON: {e}); give a new --out") from None
+            time.sleep(0.1)
+
+
 def check_sweep_dir(out: Path, record: dict) -> None:
     """A sweep directory belongs to one sweep: a driver may join it only with the same file and overrides."""
     path = out / "sweep.json"
     out.mkdir(parents=True, exist_ok=True)
     # written whole, then linked into place: atomic and exclusive, so a driver starting at the same moment (an
     # sbatch --array) never reads a half-written record
+    text = json.dumps(record, indent=2)
     draft = out / f".sweep.json.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
-    draft.write_text(json.dumps(record, indent=2))
+    draft.write_text(text)
     try:
         os.link(draft, path)
         return
     except FileExistsError:
         pass
+    except OSError:  # no hard links on this file system (FAT, some network or FUSE mounts): create, then write
+        try:
+            with open(path, "x") as f:
+                f.write(text)
+            return
+        except FileExistsError:
+            pass
     finally:
         draft.unlink(missing_ok=True)
-    existing = json.loads(path.read_text())
+    existing = _read_record(path)
     same = {k: existing.get(k) for k in ("sweep", "overrides", "storage")} == {
         k: record.get(k) for k in ("sweep", "overrides", "storage")}
     if not same:
