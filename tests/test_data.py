@@ -191,3 +191,30 @@ def test_num_workers_auto_is_sized_from_where_training_runs(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "32")
     assert trainer_workers("auto", trainer(LightningEnvironment())) == 7  # not 16 each: 64 workers on 32 cores
     assert trainer_workers(3, trainer(LightningEnvironment())) == 3
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"], ids=["decoded-by-workers", "decoded-on-device"])
+def test_folder_training_crops_are_drawn_from_the_epoch_not_the_workers(tmp_path, decode):
+    """Crops of (seed, epoch, index): 0 or 2 workers give the same batches (they did not: each worker drew from
+    its own stream), and the next epoch other crops of the same photos."""
+    from tests.test_draft import photo_like, save_jpeg
+
+    for split, n in (("train", 6), ("val", 2)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            save_jpeg(tmp_path / split / f"{i}.jpg", photo_like(120, 90, seed=10 * n + i))
+
+    def epoch_batches(workers, epoch):
+        dm = ColorDataModule("folder", size=32, batch_size=3, num_workers=workers, seed=0, decode=decode,
+                             root=str(tmp_path / "train"), val_root=str(tmp_path / "val"))
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [dm.on_before_batch_transfer(batch, 0) for batch in loader]
+
+    first, again = epoch_batches(0, 1), epoch_batches(2, 1)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["rgb"], b["rgb"])
+    later = {int(i): rgb for b in epoch_batches(0, 2) for i, rgb in zip(b["index"], b["rgb"], strict=True)}
+    now = {int(i): rgb for b in first for i, rgb in zip(b["index"], b["rgb"], strict=True)}
+    assert sorted(later) == sorted(now) and sum(not torch.equal(now[i], later[i]) for i in now) >= 4

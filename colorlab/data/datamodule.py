@@ -155,7 +155,8 @@ class EpochShuffle(DistributedSampler):
     Lightning calls set_epoch. One process: ``randperm`` seeded by (seed, epoch). Several (DDP):
     DistributedSampler's own order, the one Lightning would substitute, which it leaves in place because this
     is a DistributedSampler. ``resume_at(epoch, n)`` makes the next pass over that epoch skip its first n
-    indices, which were trained on before a checkpoint (indices only: nothing is decoded)."""
+    indices, which were trained on before a checkpoint (indices only: nothing is decoded). Datasets with
+    ``epoch_draws`` (photos) get (index, epoch) pairs, so their random crops do not depend on the workers."""
 
     def __init__(self, dataset, seed: int, num_replicas: int = 1, rank: int = 0):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
@@ -171,7 +172,10 @@ class EpochShuffle(DistributedSampler):
         else:
             order = list(super().__iter__())
         resume, self._resume = self._resume, None
-        return iter(order[resume[1]:] if resume and resume[0] == self.epoch else order)
+        order = order[resume[1]:] if resume and resume[0] == self.epoch else order
+        if getattr(self.dataset, "epoch_draws", False):  # photos: random crops drawn from (seed, epoch, index)
+            return iter([(index, self.epoch) for index in order])
+        return iter(order)
 
 
 class ResumableLoader(DataLoader):

@@ -1,7 +1,8 @@
 """Photograph sources: scikit-image's bundled photos (``data=samples``) and any folder (``data=folder``).
 
 Workers decode and crop on the CPU and return uint8 RGB; colour conversion happens later,
-on the training device. Training items are random crops with horizontal flips; validation
+on the training device. Training items are random crops with horizontal flips, drawn from (seed,
+epoch, index): the same for any number of workers or DDP ranks, and after a resume; validation
 items are deterministic (per index) so that metrics and sample grids are comparable.
 """
 
@@ -48,28 +49,33 @@ def _crop_position(h: int, w: int, size: int, rng: np.random.Generator | None) -
     return top, left, bool(rng.random() < 0.5)
 
 
-def _item_rng(train: bool, seed: int, index: int) -> np.random.Generator:
-    # Training draws from torch's RNG, which Lightning seeds per worker (seed_everything(workers=True));
-    # validation is a pure function of (seed, index).
-    if train:
-        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-    return np.random.default_rng([seed, index])
+def _item_rng(train: bool, seed: int, index: int, epoch: int | None = None) -> np.random.Generator:
+    """Validation: a function of (seed, index). Training: of (seed, epoch, index) when the sampler says which
+    epoch (EpochShuffle's draws: the same crops for any number of workers or ranks, and after a resume);
+    otherwise torch's RNG, which Lightning seeds per worker (litdata shards)."""
+    if not train:
+        return np.random.default_rng([seed, index])
+    if epoch is not None:
+        return np.random.default_rng([seed, index, epoch, 1])  # 4 words: never a validation stream
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
 
-def crop_box(width: int, height: int, size: int, scale: int, train: bool, seed: int, index: int) -> CropBox:
+def crop_box(width: int, height: int, size: int, scale: int, train: bool, seed: int, index: int,
+             epoch: int | None = None) -> CropBox:
     """Where crop_for_split cuts a photo of ``width`` x ``height``, drawn from the same random numbers: the
     size the photo is resized to, the crop's top-left corner in it, and the flip."""
-    rng = _item_rng(train, seed, index)
+    rng = _item_rng(train, seed, index, epoch)
     side = int(rng.integers(size, scale + 1)) if train else scale
     resized_w, resized_h = shorter_side_size(width, height, side)
     top, left, flip = _crop_position(resized_h, resized_w, size, rng if train else None)
     return CropBox(resized_h, resized_w, top, left, flip)
 
 
-def crop_for_split(rgb: np.ndarray, size: int, scale: int, train: bool, seed: int, index: int) -> torch.Tensor:
+def crop_for_split(rgb: np.ndarray, size: int, scale: int, train: bool, seed: int, index: int,
+                   epoch: int | None = None) -> torch.Tensor:
     """uint8 (H, W, 3) photo -> uint8 (3, size, size). Training: shorter side resized to a random value
     in [size, scale], random crop, random flip. Validation: shorter side ``scale``, centre crop."""
-    box = crop_box(rgb.shape[1], rgb.shape[0], size, scale, train, seed, index)
+    box = crop_box(rgb.shape[1], rgb.shape[0], size, scale, train, seed, index, epoch)
     resized = np.array(Image.fromarray(rgb).resize((box.width, box.height), Image.BICUBIC))
     return torch.from_numpy(crop_array(resized, size, box.top, box.left, box.flip)).permute(2, 0, 1).contiguous()
 
@@ -102,9 +108,12 @@ class PhotoCrops(Dataset):
         """The uncropped photo ``item``, uint8 (3, H, W)."""
         return torch.from_numpy(np.ascontiguousarray(self.load(item))).permute(2, 0, 1)
 
-    def __getitem__(self, index: int) -> dict:
+    epoch_draws = True  # EpochShuffle gives training items as (index, epoch): crops drawn from those
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        index, epoch = index if isinstance(index, tuple) else (index, None)
         item = index % self.n
-        rgb = crop_for_split(self.load(item), self.size, self.scale, self.train, self.seed, index)
+        rgb = crop_for_split(self.load(item), self.size, self.scale, self.train, self.seed, index, epoch)
         return {"rgb": rgb, "index": index, "item": item}
 
 
@@ -183,7 +192,7 @@ class FolderImages(PhotoCrops):
         warnings.warn(f"skipped while decoding: {error}", stacklevel=3)
         self._failed = index if self._failed < 0 else self._failed
 
-    def _encoded(self, index: int) -> dict:
+    def _encoded(self, index: int, epoch: int | None) -> dict:
         """``jpeg.encoded_item`` when file ``index`` (or the next readable one) can be decoded on the device,
         otherwise ``jpeg.decoded_item`` with the crop made here, as for data.decode=cpu."""
         item = index % self.n
@@ -193,7 +202,7 @@ class FolderImages(PhotoCrops):
                 with open_image(path) as image:  # the header only
                     if not device_decodable(image):
                         rgb = crop_for_split(self._read(candidate), self.size, self.scale, self.train, self.seed,
-                                             index)
+                                             index, epoch)
                         return decoded_item(rgb)
                     if self.reduced_decode:  # the size the CPU path decodes at: its crop box, exactly
                         draft_jpeg(image, self.scale)
@@ -203,14 +212,15 @@ class FolderImages(PhotoCrops):
                 self._skip(e if isinstance(e, UnreadableImage) else UnreadableImage(path, "unreadable", str(e)),
                            candidate)
                 continue
-            box = crop_box(width, height, self.size, self.scale, self.train, self.seed, index)
+            box = crop_box(width, height, self.size, self.scale, self.train, self.seed, index, epoch)
             return encoded_item(data, box, self.size, candidate)
         raise RuntimeError("no image in the folder could be read")
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
         self._failed = -1
         if self.decode == "gpu":
-            item = {**self._encoded(index), "index": index, "item": index % self.n}
+            plain, epoch = index if isinstance(index, tuple) else (index, None)
+            item = {**self._encoded(plain, epoch), "index": plain, "item": plain % self.n}
         else:
             item = super().__getitem__(index)
         # which file failed to decode for this item (-1: none); the DataModule counts them
