@@ -291,7 +291,7 @@ class ColorDataModule(pl.LightningDataModule):
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        # _on_host again: a no-op after on_before_batch_transfer, which DeviceBatches do not call
+        # _on_host again: a no-op after on_before_batch_transfer or DeviceBatches, for callers that skip them
         batch = self._on_host(add_lab(render_batch(batch)), batch["rgb"].device)
         training = self.trainer is not None and self.trainer.training
         if "embedding" in batch:
@@ -343,6 +343,5 @@ class DeviceBatches:
 
     def __iter__(self):
         for batch in self.loader:
-            # data.decode=gpu: from the host's bytes
-            batch, _ = decode_batch(batch, self.device, getattr(self.datamodule.val_set, "paths", None))
+            batch = self.datamodule._on_host(batch, self.device)  # as on_before_batch_transfer, onto this device
             yield self.datamodule.on_after_batch_transfer({k: v.to(self.device) for k, v in batch.items()}, 0)

@@ -33,20 +33,16 @@ def resize_shorter_side(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.array(Image.fromarray(rgb).resize(shorter_side_size(w, h, side), Image.BICUBIC))
 
 
-def crop(rgb: np.ndarray, size: int, rng: np.random.Generator | None) -> torch.Tensor:
-    """uint8 (H, W, 3) with H, W >= size -> uint8 tensor (3, size, size).
-
-    rng=None: centre crop. Otherwise a random crop, flipped horizontally half of the time.
-    """
-    top, left, flip = _crop_position(*rgb.shape[:2], size, rng)
-    return torch.from_numpy(crop_array(rgb, size, top, left, flip)).permute(2, 0, 1).contiguous()
-
-
 def _crop_position(h: int, w: int, size: int, rng: np.random.Generator | None) -> tuple[int, int, bool]:
     if rng is None:
         return (h - size) // 2, (w - size) // 2, False
     top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     return top, left, bool(rng.random() < 0.5)
+
+
+def _draw(index: int | tuple[int, int]) -> tuple[int, int | None]:
+    """A sampler's index: (index, epoch) from EpochShuffle for datasets with ``epoch_draws``, else a plain index."""
+    return index if isinstance(index, tuple) else (index, None)
 
 
 def _item_rng(train: bool, seed: int, index: int, epoch: int | None = None) -> np.random.Generator:
@@ -111,7 +107,7 @@ class PhotoCrops(Dataset):
     epoch_draws = True  # EpochShuffle gives training items as (index, epoch): crops drawn from those
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        index, epoch = index if isinstance(index, tuple) else (index, None)
+        index, epoch = _draw(index)
         item = index % self.n
         rgb = crop_for_split(self.load(item), self.size, self.scale, self.train, self.seed, index, epoch)
         return {"rgb": rgb, "index": index, "item": item}
@@ -219,7 +215,7 @@ class FolderImages(PhotoCrops):
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         self._failed = -1
         if self.decode == "gpu":
-            plain, epoch = index if isinstance(index, tuple) else (index, None)
+            plain, epoch = _draw(index)
             item = {**self._encoded(plain, epoch), "index": plain, "item": plain % self.n}
         else:
             item = super().__getitem__(index)
