@@ -3,7 +3,8 @@
 # pipeline (step alone vs fed by the DataModule, synthetic and a JPEG folder decoded by PIL workers and by
 # nvJPEG, data.decode=cpu|gpu), the speed keys per precision,
 # layout and TF32 for eccv16_full at 256 px and the quick-start unet_bins, the per-network throughput
-# and MFU with hints_unet against colorization-pytorch's hint loop, and the quick-start job end to end.
+# and MFU with hints_unet against colorization-pytorch's hint loop, unet_bins at batch 256, and the quick-start
+# job end to end.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]        # figures also written to OUT_DIR (default runs/gpu-<date>)
 #
@@ -42,6 +43,9 @@ part speed_eccv16_256 90 "$py" benchmarks/speed_keys.py --device cuda --experime
 part speed_unet_bins 60 "$py" benchmarks/speed_keys.py --device cuda --experiment unet_bins --rounds 2 --steps 10
 part throughput 60 "$py" benchmarks/throughput.py --device cuda --experiment hints_unet unet_bins eccv16_full \
     --steps 10
+# the small U-Nets' bf16 steps ran at 2-5% of peak at batch 32-64: the README job's network at a larger batch
+part unet_bins_b256 40 "$py" benchmarks/throughput.py --device cuda --experiment unet_bins --size 64 --batch 256 \
+    --steps 20
 part readme_job 90 "$py" -m colorlab.fit experiment=unet_bins trainer=gpu data.num_workers="$workers" \
     logger=none run_dir="$out/readme_job"
 

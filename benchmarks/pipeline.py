@@ -232,7 +232,7 @@ def fit_images_per_s(cfg, run_dir: Path, args, loader=None) -> float:
 # --- (c) the data path alone ----------------------------------------------------------------------------
 def data_images_per_s(cfg, device: str, warmup: int, steps: int) -> float:
     """Training batches of the run's DataModule through its transfer hooks and onto the device as in training
-    (Lab, gray images dropped), with no step: images/s after ``warmup`` batches (worker start-up)."""
+    (Lab, gray images replaced), with no step: images/s after ``warmup`` batches (worker start-up)."""
     datamodule = ColorDataModule(seed=cfg.seed, **cfg.data)
     datamodule.setup("fit")
     attach_embeddings(datamodule, cfg)

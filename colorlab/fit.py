@@ -114,7 +114,7 @@ def prepare(cfg: DictConfig, run_dir: Path, callbacks: list | None):
     from colorlab.data import ColorDataModule
     from colorlab.data.prior import load_or_compute_prior
     from colorlab.embed import EmbedWeightsError, attach_embeddings
-    from colorlab.loggers import build_logger
+    from colorlab.loggers import ProgressBar, build_logger
     from colorlab.models import build_model
 
     if os.environ.get(TRIAL_ENV):  # a trial of an offline sweep: report the metric per epoch (pruning)
@@ -142,7 +142,8 @@ def prepare(cfg: DictConfig, run_dir: Path, callbacks: list | None):
                       cfg.finetune.lr_scale)
         trainer = pl.Trainer(default_root_dir=run_dir, logger=build_logger(cfg, run_dir),
                              callbacks=[*checkpoint_callbacks(cfg, run_dir), ckpt.RestoreLoaderState(),
-                                        ValidateBeforeStopping(), *(callbacks or [])],
+                                        ValidateBeforeStopping(), *(callbacks or []),
+                                        *([ProgressBar()] if cfg.trainer.enable_progress_bar else [])],
                              plugins=[ckpt.AtomicCheckpointIO()],
                              **OmegaConf.to_container(cfg.trainer, resolve=True))
         check_batches_per_epoch(datamodule, cfg, trainer.world_size)

@@ -5,7 +5,9 @@ A hint is a square patch of the network's input with a known ab. The network see
 channels: ``hint_ab`` (B, 2, H, W), normalised ab (ab / AB_NORM) inside hinted patches and 0
 elsewhere, and ``hint_mask`` (B, 1, H, W), 1 inside hinted patches and 0 elsewhere.
 
-Synthetic hints, all drawn on the batch's device for the whole batch at once:
+Synthetic hints, all drawn on the batch's device for the whole batch at once, in shapes fixed by the
+scheme (``max_hints`` patches per image, of which the first n are used), so that a training step never
+reads a value back on the host:
 - number of hints per image ~ Geometric(p): P(n = k) = (1 - p)^k p, mean (1 - p) / p (7 for
   p = 1/8, as in colorization-pytorch's loop), truncated at ``max_hints``;
 - patch side uniform in patch_min..patch_max;
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from colorlab.color import AB_NORM, rgb_to_lab
@@ -98,7 +101,9 @@ def draw_layout(b: int, h: int, w: int, sampling: HintSampling, device, generato
     else:
         n = torch.full((b,), n_hints, device=device, dtype=torch.long)
         reveal = torch.zeros(b, dtype=torch.bool, device=device)
-    k = int(n.max()) if b else 0
+    # K is fixed by the scheme, not by this draw's n.max(): reading that would make the host wait for the
+    # device every training step (patches beyond an image's n are drawn and left invalid)
+    k = sampling.max_hints if n_hints is None else n_hints
     if patch is None:
         span = sampling.patch_max - sampling.patch_min + 1
         sizes = sampling.patch_min + (_uniform((b, k), device, generator) * span).long().clamp(max=span - 1)
@@ -125,7 +130,8 @@ def sample_hints(ab: Tensor, sampling: HintSampling, generator: torch.Generator 
         hint_ab, mask = torch.zeros_like(ab), torch.zeros_like(ab[:, :1])
     else:
         means = _patch_means(ab.float(), layout.top, layout.left, layout.sizes)  # (B, K, 2)
-        hint_ab, mask = paint_patches(means, layout.top, layout.left, layout.sizes, layout.valid, h, w)
+        side = patch if patch is not None else sampling.patch_max
+        hint_ab, mask = paint_patches(means, layout.top, layout.left, layout.sizes, layout.valid, h, w, max_side=side)
         hint_ab, mask = hint_ab.to(ab.dtype), mask.to(ab.dtype)
     reveal = layout.reveal[:, None, None, None]
     return torch.where(reveal, ab, hint_ab), torch.where(reveal, torch.ones_like(mask), mask)
@@ -148,12 +154,8 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
         scale = _uniform((b, 1, 1, 1), ab.device, generator)
         ab = ab * (sampling.carry_chroma_min + (1 - sampling.carry_chroma_min) * scale).to(ab.dtype)
     if sampling.carry_blur > 0:
-        from kornia.filters import gaussian_blur2d
-
-        sigma = (_uniform((b, 1), ab.device, generator) * sampling.carry_blur).clamp_min(1e-3).expand(b, 2)
-        radius = math.ceil(2 * sampling.carry_blur)
-        with torch.autocast(ab.device.type, enabled=False):  # fp32 under mixed precision too
-            ab = gaussian_blur2d(ab.float(), 2 * radius + 1, sigma.float()).to(ab.dtype)
+        sigma = (_uniform((b,), ab.device, generator) * sampling.carry_blur).clamp_min(1e-3)
+        ab = gaussian_blur(ab, sigma, math.ceil(2 * sampling.carry_blur))
     if sampling.carry_wrong > 0 and b > 1:
         u = _uniform((b, 4), ab.device, generator)
         s = min(h, w)
@@ -162,9 +164,24 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
         left = (u[:, 2] * (w - side + 1)).long()
         chosen = u[:, 3] < sampling.carry_wrong
         _, wrong = paint_patches(ab.new_zeros(b, 1, 2), top[:, None], left[:, None], side[:, None], chosen[:, None],
-                                 h, w)  # (B, 1, H, W) 1 inside the chosen images' squares
+                                 h, w, max_side=s // 2)  # (B, 1, H, W) 1 inside the chosen images' squares
         ab = torch.where(wrong.bool(), ab.roll(1, dims=0), ab)
     return ab * mask
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
+    """Each image of x (B, C, H, W) blurred by a Gaussian of its own sigma (B,) px, cut at ``radius`` px and
+    normalised, reflecting at the border (kornia's gaussian_blur2d, which reads sigma on the host to check
+    it). Separable, in fp32 under mixed precision too; x's dtype out."""
+    b, c, h, w = x.shape
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    kernel = torch.exp(-offsets**2 / (2 * sigma.float()[:, None] ** 2))  # (B, 2r+1)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, 2r+1), one per channel
+    with torch.autocast(x.device.type, enabled=False):
+        out = x.float().reshape(1, b * c, h, w)
+        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * c)
+        out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
+    return out.view(b, c, h, w).to(x.dtype)
 
 
 def _normal_corner(length: int, sizes: Tensor, device, generator) -> Tensor:
@@ -195,40 +212,71 @@ PAINT_CHUNK = 1 << 18  # patch pixels enumerated at once: bounds paint_patches' 
 
 
 def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, valid: Tensor, h: int, w: int,
-                  chunk: int = PAINT_CHUNK) -> tuple[Tensor, Tensor]:
+                  max_side: int | None = None, chunk: int = PAINT_CHUNK) -> tuple[Tensor, Tensor]:
     """Paint K patches per image: values (B, K, 2), top/left/sizes/valid (B, K) -> (hint_ab (B, 2, H, W),
     hint_mask (B, 1, H, W)); patches are clipped to the image.
 
     Where patches overlap the later one wins (the reference loop paints in order). The pixels of the
-    valid patches are enumerated and scattered, ``chunk`` at a time: time O(B H W + sum of patch
-    areas), scratch memory O(B H W + chunk), not O(B K H W).
+    valid patches are enumerated and scattered, ``chunk`` at a time: time O(B H W + pixels enumerated),
+    scratch memory O(B H W + chunk), not O(B K H W).
+
+    ``max_side``, a side no patch exceeds (the training scheme's patch_max): each patch enumerates that
+    square, its pixels outside the patch masked, so every shape is known in advance and nothing is read on
+    the host (a training step on a GPU does not wait for the device). Without it, exactly the patches'
+    pixels (fewer when a few large patches come with many small ones, as a person's hints may), whose
+    number is read on the host.
     """
     b, k = sizes.shape
     device = values.device
     y0, x0 = top.clamp(min=0), left.clamp(min=0)
-    rows = ((top + sizes).clamp(max=h) - y0).clamp(min=0)
-    cols = ((left + sizes).clamp(max=w) - x0).clamp(min=0)
-    area = torch.where(valid, rows * cols, 0).flatten()  # (B*K,) painted pixels per patch
-    origin = (torch.arange(b, device=device)[:, None] * (h * w) + y0 * w + x0).flatten()  # first pixel
-    order = torch.arange(1, k + 1, device=device).repeat(b)  # 1 + index of each patch in its image
-    rows, cols = rows.flatten(), cols.flatten()
-    end = area.cumsum(0)
+    rows = torch.where(valid, ((top + sizes).clamp(max=h) - y0).clamp(min=0), 0)  # (B, K) painted rows; 0: none
+    cols = torch.where(valid, ((left + sizes).clamp(max=w) - x0).clamp(min=0), 0)
+    origin = torch.arange(b, device=device)[:, None] * (h * w) + y0 * w + x0  # (B, K) first pixel, flat
+    order = torch.arange(1, k + 1, device=device).expand(b, k)  # 1 + index of each patch in its image
     last = torch.zeros(b * h * w, dtype=torch.long, device=device)  # 1 + last patch covering a pixel; 0: none
-    total, done, first = int(end[-1]) if len(end) else 0, 0, 0
-    while done < total:
-        stop = max(int(torch.searchsorted(end, done + chunk, right=True)), first + 1)  # patches [first, stop)
-        count = int(end[stop - 1]) - done
-        patch = torch.repeat_interleave(torch.arange(first, stop, device=device), area[first:stop],
-                                        output_size=count)  # (count,) the patch of each painted pixel
-        inside = torch.arange(done, done + count, device=device) - (end - area)[patch]  # row-major in the patch
-        pixel = origin[patch] + inside // cols[patch] * w + inside % cols[patch]
-        last.scatter_reduce_(0, pixel, order[patch], "amax")
-        done, first = done + count, stop
+    if max_side is None:
+        pixels = _patch_pixels(origin, order, rows, cols, w, chunk)
+    else:
+        pixels = _square_pixels(origin, order, rows, cols, w, (min(max_side, h), min(max_side, w)), chunk)
+    for pixel, patch_order in pixels:
+        last.scatter_reduce_(0, pixel, patch_order, "amax")
     last = last.view(b, h * w)
     mask = (last > 0).float().view(b, 1, h, w)
     padded = torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)  # index 0 = no hint
     hint_ab = padded.gather(1, last[..., None].expand(-1, -1, 2))  # (B, H*W, 2)
     return hint_ab.transpose(1, 2).reshape(b, 2, h, w) * mask, mask
+
+
+def _square_pixels(origin: Tensor, order: Tensor, rows: Tensor, cols: Tensor, w: int, box: tuple[int, int],
+                   chunk: int):
+    """(flat pixel, patch order) for every cell of each patch's box (rows x cols of the box are the patch's):
+    cells outside the patch give order 0 at pixel 0, which ``amax`` ignores. Chunks of whole patches."""
+    b, k = origin.shape
+    dy = torch.arange(box[0], device=origin.device)[:, None]  # (box_h, 1)
+    dx = torch.arange(box[1], device=origin.device)[None, :]  # (1, box_w)
+    step = max(1, chunk // max(1, b * box[0] * box[1]))
+    for first in range(0, k, step):
+        part = slice(first, first + step)
+        inside = (dy < rows[:, part, None, None]) & (dx < cols[:, part, None, None])  # (B, k', box_h, box_w)
+        pixel = torch.where(inside, origin[:, part, None, None] + dy * w + dx, 0)
+        yield pixel.flatten(), torch.where(inside, order[:, part, None, None], 0).flatten()
+
+
+def _patch_pixels(origin: Tensor, order: Tensor, rows: Tensor, cols: Tensor, w: int, chunk: int):
+    """(flat pixel, patch order) for exactly the patches' pixels, ``chunk`` at a time (a chunk may split a
+    patch); their count is read on the host."""
+    origin, order, cols = origin.flatten(), order.flatten(), cols.flatten()
+    area = rows.flatten() * cols  # (B*K,) painted pixels per patch
+    end = area.cumsum(0)
+    total, done, first = int(end[-1]) if len(end) else 0, 0, 0
+    while done < total:
+        stop = max(int(torch.searchsorted(end, done + chunk, right=True)), first + 1)  # patches [first, stop)
+        count = int(end[stop - 1]) - done
+        patch = torch.repeat_interleave(torch.arange(first, stop, device=origin.device), area[first:stop],
+                                        output_size=count)  # (count,) the patch of each painted pixel
+        inside = torch.arange(done, done + count, device=origin.device) - (end - area)[patch]  # row-major
+        yield origin[patch] + inside // cols[patch] * w + inside % cols[patch], order[patch]
+        done, first = done + count, stop
 
 
 # --- a person's hints: JSON points on the input image ------------------------------------------

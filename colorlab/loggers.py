@@ -1,4 +1,5 @@
-"""Experiment loggers from the ``logger`` config group: wandb (offline by default), csv or none."""
+"""Experiment loggers from the ``logger`` config group: wandb (offline by default), csv or none; and the
+progress bar."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 LOGGERS = ("wandb", "csv", "none")
@@ -29,3 +31,25 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
                            save_dir=str(run_dir), mode=mode,
                            config=OmegaConf.to_container(cfg, resolve=True))
     raise ValueError(f"logger.name={name!r} is not a logger; valid: {LOGGERS}")
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar with the training loss beside it, read on the host every ``log_every_n_steps``
+    steps, when the loggers read it too.
+
+    Lightning turns a value logged with ``prog_bar=True`` into a Python number after every training step;
+    on a GPU that makes the host wait for the step to finish before it can queue the next one, and the
+    device idles while the host prepares each step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loss: float | None = None
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss") if trainer.training else None
+        if loss is not None and (self._loss is None or trainer.global_step % trainer.log_every_n_steps == 0):
+            self._loss = float(loss)
+        if self._loss is not None:
+            metrics["train/loss"] = self._loss
+        return metrics

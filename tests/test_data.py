@@ -41,7 +41,7 @@ def test_synthetic_rejects_bad_probability():
         SyntheticScenes(32, 4, 0, "train", p_first=0.2)
 
 
-def test_datamodule_converts_to_lab_on_transfer_and_drops_gray_in_training():
+def test_datamodule_converts_to_lab_on_transfer_and_replaces_gray_in_training():
     dm = ColorDataModule(name="synthetic", size=32, batch_size=4, num_workers=0, seed=0,
                          train_size=8, val_size=4, p_first=0.7)
     dm.setup()
@@ -58,7 +58,21 @@ def test_datamodule_converts_to_lab_on_transfer_and_drops_gray_in_training():
 
     dm.trainer = Training()
     out = dm.on_after_batch_transfer({k: v.clone() for k, v in batch.items()}, 0)
-    assert out["index"].tolist() == [0, 2, 3] and dm.gray_dropped == 1
+    assert out["index"].tolist() == [0, 0, 2, 3] and dm.gray_replaced == 1  # by the colour image before it
+    assert torch.equal(out["ab"][1], out["ab"][0]) and out["has_colour"] == 1
+
+
+def test_gray_images_are_replaced_by_colour_images_of_their_batch():
+    from colorlab.data.datamodule import replace_gray
+
+    batch = {"index": torch.arange(6), "ab": torch.arange(6.0)[:, None]}
+    for gray, source in (([1, 1, 0, 0, 1, 0], [2, 2, 2, 3, 3, 5]),  # leading gray ones: the first colour one
+                         ([0, 0, 0, 0, 0, 0], [0, 1, 2, 3, 4, 5])):
+        out = replace_gray(batch, torch.tensor(gray, dtype=torch.bool))
+        assert out["index"].tolist() == source and torch.equal(out["ab"], batch["ab"][source])
+        assert out["has_colour"] == 1
+    out = replace_gray(batch, torch.ones(6, dtype=torch.bool))  # nothing to learn from: kept, loss zeroed
+    assert out["index"].tolist() == list(range(6)) and out["has_colour"] == 0
 
 
 def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
@@ -69,7 +83,7 @@ def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
                          train_size=8, val_size=4, p_first=0.7)
     dm.setup()
     batch = next(iter(dm.val_dataloader()))
-    batch["rgb"][1] = 128  # gray: dropped in training
+    batch["rgb"][1] = 128  # gray: replaced by image 0 in training
     batch["decode_failed"] = torch.tensor([-1, 5, 7, -1])  # items 1 and 2 replaced files 5 and 7
     tables = {"train": torch.randn(8, 3), "val": torch.randn(8, 3)}
     dm.embeddings = dict(tables)
@@ -78,16 +92,16 @@ def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
         def __init__(self, training):
             self.training = training
 
-    for training, kept, failures in ((True, [0, 2, 3], {5, 7}), (False, [0, 1, 2, 3], set())):
+    for training, kept, failures in ((True, [0, 0, 2, 3], {5, 7}), (False, [0, 1, 2, 3], set())):
         outs = []
         for before in (False, True):
-            dm.trainer, dm.decode_failures, dm.gray_dropped = Trainer(training), set(), 0
+            dm.trainer, dm.decode_failures, dm.gray_count = Trainer(training), set(), torch.zeros((), dtype=torch.long)
             b = {k: v.clone() for k, v in batch.items()}
             if before:
                 b = dm.on_before_batch_transfer(b, 0)
                 assert "decode_failed" not in b and b["embedding"].shape == (4, 3)
             outs.append(dm.on_after_batch_transfer(b, 0))
-            assert dm.decode_failures == failures and dm.gray_dropped == len(batch["rgb"]) - len(kept)
+            assert dm.decode_failures == failures and dm.gray_replaced == int(training)
         assert outs[0].keys() == outs[1].keys() and "decode_failed" not in outs[0]
         for key in outs[0]:
             assert torch.equal(outs[0][key], outs[1][key]), key

@@ -12,6 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from colorlab.color import lab_to_uint8, uint8_to_lab
@@ -112,6 +113,30 @@ def test_five_bf16_mixed_steps_of_every_experiment(experiment, tiny_overrides, t
     assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["global_step"] == 5
+
+
+class CudaSyncsAreErrors(pl.Callback):
+    """From the end of training step 2 (the first builds the optimizer's state, cudnn.benchmark tunes, the
+    progress bar reads the loss once) to the end of training, anything that makes the host wait for the
+    device raises: .item(), copies to the host, synchronize (tests/test_host_sync.py sees the reads on the
+    CPU; this also sees copies)."""
+
+    def on_train_batch_end(self, trainer, *args):
+        torch.cuda.set_sync_debug_mode("error" if trainer.global_step >= 2 else "default")
+
+    def on_train_end(self, trainer, *args):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("experiment", ["unet_bins", "hints_unet", "siggraph17", "video_propagate", "eccv16_full"])
+def test_bf16_training_steps_never_wait_for_the_device(experiment, tiny_overrides):
+    overrides = [*on_gpu(tiny_overrides), "trainer.max_steps=6", "data.train_size=64", "data.batch_size=4",
+                 "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=50",
+                 "trainer.enable_progress_bar=true", "checkpoint.every_n_steps=0"]
+    try:
+        train(compose(experiment, overrides), callbacks=[CudaSyncsAreErrors()])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.fixture(scope="module")

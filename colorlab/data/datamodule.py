@@ -1,7 +1,7 @@
 """One LightningDataModule for every formulation.
 
 CPU workers return uint8 RGB; ``on_after_batch_transfer`` turns it into normalised Lab on the
-training device (GPU when there is one), in fp32, and drops grayscale images from training.
+training device (GPU when there is one), in fp32, and replaces grayscale images in training.
 
 The batch a model receives (after ``on_after_batch_transfer``; B images of H x W):
 
@@ -19,7 +19,8 @@ The batch a model receives (after ``on_after_batch_transfer``; B images of H x W
 | ``previous_flow`` | (B, 2, H, W) px | ``data.previous``: flow from frame t to t-1 |
 | ``l_previous``, ``ab_previous``, ``l_stack_previous`` | as ``l``, ``ab``, ``l_stack`` | ``data.previous``: t-1 |
 
-Training drops gray images (``decode_failed`` is popped and counted). Commands that read a checkpoint's
+Training replaces each gray image by a copy of a colour image of its batch (``replace_gray``; counted), and
+pops and counts ``decode_failed``. Commands that read a checkpoint's
 held-out data get these batches from ``validation_data`` and ``DeviceBatches``.
 """
 
@@ -76,8 +77,8 @@ def skip_summary(datamodule: ColorDataModule) -> dict:
     skipped = dict(getattr(datamodule.train_set, "skipped", {}))
     if datamodule.decode_failures:
         skipped["corrupt image data"] = skipped.get("corrupt image data", 0) + len(datamodule.decode_failures)
-    if datamodule.gray_dropped:
-        skipped["gray images dropped in training"] = datamodule.gray_dropped
+    if gray := datamodule.gray_replaced:
+        skipped["gray images replaced in training"] = gray
     return skipped
 
 
@@ -229,7 +230,7 @@ class ColorDataModule(pl.LightningDataModule):
         self.name, self.size, self.batch_size, self.num_workers = name, size, batch_size, num_workers
         self.seed, self.source = seed, source
         self.train_set = self.val_set = None
-        self.gray_dropped = 0
+        self.gray_count = torch.zeros((), dtype=torch.long)  # gray training images, summed on the device
         self.decode_failures: set[int] = set()  # training files that failed to decode (by index)
         # optional per-split tables (n_items, dim) of global embeddings, looked up by item id
         self.embeddings: dict[str, torch.Tensor] = {}
@@ -297,11 +298,29 @@ class ColorDataModule(pl.LightningDataModule):
         if "embedding" in batch:
             batch["embedding"] = batch["embedding"].to(batch["rgb"].device, non_blocking=True)
         if training:
-            keep = ~is_gray(batch["ab"] * AB_NORM)
-            if not keep.all():
-                self.gray_dropped += int((~keep).sum())
-                batch = {k: v[keep] for k, v in batch.items()}
+            gray = is_gray(batch["ab"] * AB_NORM)
+            self.gray_count = self.gray_count.to(gray.device) + gray.sum()
+            batch = replace_gray(batch, gray)
         return batch
+
+    @property
+    def gray_replaced(self) -> int:
+        """Gray training images replaced so far (read on the host: for the run's summary, not per step)."""
+        return int(self.gray_count)
+
+
+def replace_gray(batch: dict, gray: torch.Tensor) -> dict:
+    """The training batch with each gray image (``gray`` (B,) bool) replaced by a copy of the nearest colour
+    image before it, or the first one after it: gray images carry no colour to learn. Shapes stay (B, ...),
+    so nothing is read on the host (dropping them did, every step; Caffe's NonGrayMaskLayer masks them out
+    of the loss instead). A batch with no colour image is kept and gets ``has_colour`` 0, which zeroes its
+    loss (float (); 1 otherwise)."""
+    position = torch.arange(len(gray), device=gray.device)
+    colour = ~gray
+    before = torch.where(colour, position, -1).cummax(0).values  # the last colour image at or before each
+    source = torch.where(before >= 0, before, colour.int().argmax())  # leading gray ones: the first colour one
+    source = torch.where(colour.any(), source, position)
+    return {**{key: value[source] for key, value in batch.items()}, "has_colour": colour.any().float()}
 
 
 def validation_data(cfg, num_workers: int | None = None) -> ColorDataModule:

@@ -165,9 +165,7 @@ class Colorizer(pl.LightningModule):
         embedding, hints or L stack when the batch carries them); L is the input's own."""
         return denormalize_lab(batch["l"], self.predict_ab(self.run_net(batch), batch["l"].shape[-2:]))
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
-        if batch["l"].shape[0] == 0:  # every image of the batch was gray
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if self.hint_sampling is not None and "hint_ab" not in batch:
             batch["hint_ab"], batch["hint_mask"] = training_hints(self, batch)
         out = self.run_net(batch)
@@ -176,7 +174,10 @@ class Colorizer(pl.LightningModule):
             temporal = temporal_loss(self, out, batch)
             self.log("train/temporal", temporal, batch_size=batch["l"].shape[0])
             loss = loss + self.temporal_weight * temporal
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
+        if "has_colour" in batch:  # 0 when every image of the batch was gray (colorlab.data.replace_gray)
+            loss = loss * batch["has_colour"]
+        # not prog_bar=True: Lightning would read it on the host after every step (loggers.ProgressBar shows it)
+        self.log("train/loss", loss, batch_size=batch["l"].shape[0])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
