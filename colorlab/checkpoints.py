@@ -97,12 +97,17 @@ class Requeued(Exception):
     """The job was requeued after saving: this attempt ends here, the next one resumes."""
 
 
+REQUEUE_CHECK_EVERY = 10  # DDP: training steps between the ranks' agreement on a signal
+
+
 class RequeueOnSignal(pl.Callback):
     """SLURM's time-limit warning (``--signal=SIGUSR1@90``), recorded in ``received`` from process start, acted
     on after a training step, where weights, optimiser and data position agree (Lightning's own handler saves
     from inside the signal handler, possibly mid-step): saves ``hpc_ckpt_N.ckpt`` in the run directory, which
-    the requeued job resumes from, requeues the job and raises Requeued. Under DDP the ranks agree on the step.
-    A signal that came before training started is acted on after the first step, so every attempt advances.
+    the requeued job resumes from, requeues the job and raises Requeued. Under DDP the ranks agree on the step,
+    every ``REQUEUE_CHECK_EVERY`` steps: agreeing is an all-reduce read back on the host, which on a GPU waits for
+    the queued step (SLURM warns 90 s ahead; ten steps take seconds). A signal that came before training
+    started is acted on after the first step (alone) or the tenth (DDP), so every attempt advances.
     """
 
     def __init__(self, received: list[float]):
@@ -111,6 +116,8 @@ class RequeueOnSignal(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         signalled = bool(self.received)
         if trainer.world_size > 1:
+            if trainer.global_step % REQUEUE_CHECK_EVERY:  # the same step on every rank
+                return
             signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
         if not signalled:
             return

@@ -1,8 +1,12 @@
 """CIE Lab colour conversion and normalisation, on whatever device the tensors live.
 
-kornia's ``rgb_to_lab`` is a port of scikit-image's ``rgb2lab`` (sRGB, D65). Lab is always
-computed in fp32, also inside a mixed-precision autocast region: kornia does not support
-half precision for Lab, and the cube root loses too much in bf16.
+The conversion is kornia's ``rgb_to_lab`` / ``lab_to_rgb`` (a port of scikit-image's ``rgb2lab``, sRGB,
+D65), op for op, with its constants made once per device: kornia builds its matrices and white point
+with ``torch.tensor(..., device=...)`` on every call, a copy from the host that on a GPU waits for
+everything queued, several times per training step. On the CPU the result is kornia's bit for bit
+(the 3 x 3 colour matrix by the same einsum); on other devices the matrix is applied elementwise, where
+kornia's 1 x 1 convolution may run in TF32. Lab is always computed in fp32 (float64 stays), also inside
+a mixed-precision autocast region: the cube root loses too much in bf16.
 
 Ranges: L in [0, 100]; over all 8-bit sRGB colours a in [-86.2, 98.2], b in [-107.9, 94.5].
 The networks see the normalised values of richzhang/colorization-pytorch:
@@ -11,7 +15,6 @@ The networks see the normalised values of richzhang/colorization-pytorch:
 
 from __future__ import annotations
 
-import kornia.color
 import torch
 from torch import Tensor
 
@@ -32,6 +35,38 @@ def _at_least_fp32(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.float()  # float64 stays (gradcheck); the rest computes in fp32
 
 
+# kornia.color's constants: linear sRGB <-> XYZ (D65) and the D65 white point
+_CONSTANTS = {
+    "rgb_to_xyz": ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227)),
+    "xyz_to_rgb": ((3.2404813432005266, -1.5371515162713185, -0.4985363261688878),
+                   (-0.9692549499965682, 1.8759900014898907, 0.0415559265582928),
+                   (0.0556466391351772, -0.2040413383665112, 1.0573110696453443)),
+    "white": (0.95047, 1.0, 1.08883),
+}
+_MADE: dict[tuple, Tensor] = {}
+
+
+def _constant(name: str, like: Tensor) -> Tensor:
+    """``_CONSTANTS[name]`` on like's device in its dtype, made once (the one copy from the host)."""
+    key = (name, like.device, like.dtype)
+    if key not in _MADE:
+        _MADE[key] = torch.tensor(_CONSTANTS[name], dtype=like.dtype).to(like.device)
+    return _MADE[key]
+
+
+def _mix(image: Tensor, name: str) -> Tensor:
+    """The 3 x 3 matrix ``name`` applied to the channels of image (*, 3, H, W): kornia's einsum on the CPU;
+    elsewhere elementwise, which no TF32 setting touches."""
+    kernel = _constant(name, image)
+    if image.device.type == "cpu":
+        return torch.einsum("oi, ...ihw -> ...ohw", kernel, image).contiguous()
+    return _mix_elementwise(image, kernel)
+
+
+def _mix_elementwise(image: Tensor, kernel: Tensor) -> Tensor:
+    return (kernel[:, :, None, None] * image.unsqueeze(-4)).sum(-3)  # (*, 3 out, 3 in, H, W) -> (*, 3, H, W)
+
+
 def rgb_to_lab(rgb: Tensor) -> Tensor:
     """sRGB in [0, 1], shape (*, 3, H, W) -> Lab in Lab units, same shape, fp32 (float64 for float64 input).
 
@@ -41,7 +76,12 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     """
     _check_channels(rgb, 3, "rgb")
     with torch.autocast(device_type=rgb.device.type, enabled=False):
-        return kornia.color.rgb_to_lab(_at_least_fp32(rgb).clamp(0.0, 1.0))
+        image = _at_least_fp32(rgb).clamp(0.0, 1.0)
+        linear = torch.where(image > 0.04045, torch.pow((image + 0.055).clamp(min=0.0) / 1.055, 2.4), image / 12.92)
+        xyz = torch.div(_mix(linear, "rgb_to_xyz"), _constant("white", image)[:, None, None])
+        f = torch.where(xyz > 0.008856, torch.pow(xyz.clamp(min=0.008856), 1 / 3.0), 7.787 * xyz + 4.0 / 29.0)
+        x, y, z = f[..., 0, :, :], f[..., 1, :, :], f[..., 2, :, :]
+        return torch.stack([116.0 * y - 16.0, 500.0 * (x - y), 200.0 * (y - z)], dim=-3)
 
 
 def lab_to_rgb(lab: Tensor) -> Tensor:
@@ -49,7 +89,16 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
     values clipped."""
     _check_channels(lab, 3, "lab")
     with torch.autocast(device_type=lab.device.type, enabled=False):
-        return kornia.color.lab_to_rgb(_at_least_fp32(lab), clip=True)
+        lab = _at_least_fp32(lab)
+        fy = (lab[..., 0, :, :] + 16.0) / 116.0
+        fx = lab[..., 1, :, :] / 500.0 + fy
+        fz = (fy - lab[..., 2, :, :] / 200.0).clamp(min=0.0)  # out of range: Z < 0
+        f = torch.stack([fx, fy, fz], dim=-3)
+        xyz = torch.where(f > 0.2068966, torch.pow(f, 3.0), (f - 4.0 / 29.0) / 7.787)
+        linear = _mix(xyz * _constant("white", lab)[:, None, None], "xyz_to_rgb")
+        rgb = torch.where(linear > 0.0031308, 1.055 * torch.pow(linear.clamp(min=0.0031308), 1 / 2.4) - 0.055,
+                          12.92 * linear)
+        return rgb.clamp(0.0, 1.0)
 
 
 def uint8_to_lab(rgb_u8: Tensor) -> Tensor:

@@ -95,8 +95,9 @@ def draw_layout(b: int, h: int, w: int, sampling: HintSampling, device, generato
     if n_hints is None:
         # inverse-CDF geometric: floor(log U / log(1 - p)) has P(n >= k) = (1 - p)^k
         u = _uniform((b,), device, generator).clamp_min(1e-12)
-        n = torch.floor(torch.log(u) / torch.log1p(torch.tensor(-sampling.p, device=device)))
-        n = torch.nan_to_num(n, nan=0.0).clamp(min=0, max=sampling.max_hints).long()  # p = 1: log(0) -> 0 hints
+        log_q = math.log1p(-sampling.p) if sampling.p < 1 else -math.inf  # a Python number: no copy to the device
+        n = torch.floor(torch.log(u) / log_q)
+        n = torch.nan_to_num(n, nan=0.0).clamp(min=0, max=sampling.max_hints).long()  # p = 1: log U / -inf = 0
         reveal = _uniform((b,), device, generator) < sampling.full_reveal
     else:
         n = torch.full((b,), n_hints, device=device, dtype=torch.long)
@@ -164,7 +165,7 @@ def degrade_carried(ab: Tensor, mask: Tensor, sampling: HintSampling, generator:
         left = (u[:, 2] * (w - side + 1)).long()
         chosen = u[:, 3] < sampling.carry_wrong
         _, wrong = paint_patches(ab.new_zeros(b, 1, 2), top[:, None], left[:, None], side[:, None], chosen[:, None],
-                                 h, w, max_side=s // 2)  # (B, 1, H, W) 1 inside the chosen images' squares
+                                 h, w, max_side=max(1, s // 2))  # (B, 1, H, W) 1 inside the chosen squares
         ab = torch.where(wrong.bool(), ab.roll(1, dims=0), ab)
     return ab * mask
 
@@ -231,13 +232,14 @@ def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, vali
     y0, x0 = top.clamp(min=0), left.clamp(min=0)
     rows = torch.where(valid, ((top + sizes).clamp(max=h) - y0).clamp(min=0), 0)  # (B, K) painted rows; 0: none
     cols = torch.where(valid, ((left + sizes).clamp(max=w) - x0).clamp(min=0), 0)
-    origin = torch.arange(b, device=device)[:, None] * (h * w) + y0 * w + x0  # (B, K) first pixel, flat
+    start = torch.arange(b, device=device)[:, None] * (h * w)  # (B, 1) each image's first pixel, flat
+    origin = start + y0 * w + x0  # (B, K) each patch's first pixel, flat
     order = torch.arange(1, k + 1, device=device).expand(b, k)  # 1 + index of each patch in its image
     last = torch.zeros(b * h * w, dtype=torch.long, device=device)  # 1 + last patch covering a pixel; 0: none
     if max_side is None:
         pixels = _patch_pixels(origin, order, rows, cols, w, chunk)
     else:
-        pixels = _square_pixels(origin, order, rows, cols, w, (min(max_side, h), min(max_side, w)), chunk)
+        pixels = _square_pixels(start, origin, order, rows, cols, w, (min(max_side, h), min(max_side, w)), chunk)
     for pixel, patch_order in pixels:
         last.scatter_reduce_(0, pixel, patch_order, "amax")
     last = last.view(b, h * w)
@@ -247,18 +249,20 @@ def paint_patches(values: Tensor, top: Tensor, left: Tensor, sizes: Tensor, vali
     return hint_ab.transpose(1, 2).reshape(b, 2, h, w) * mask, mask
 
 
-def _square_pixels(origin: Tensor, order: Tensor, rows: Tensor, cols: Tensor, w: int, box: tuple[int, int],
-                   chunk: int):
+def _square_pixels(start: Tensor, origin: Tensor, order: Tensor, rows: Tensor, cols: Tensor, w: int,
+                   box: tuple[int, int], chunk: int):
     """(flat pixel, patch order) for every cell of each patch's box (rows x cols of the box are the patch's):
-    cells outside the patch give order 0 at pixel 0, which ``amax`` ignores. Chunks of whole patches."""
+    cells outside the patch give order 0, which ``amax`` ignores, at the cell's own offset from its image's
+    first pixel (spread over box_h * box_w <= H * W pixels rather than piled on one). Chunks of whole patches."""
     b, k = origin.shape
     dy = torch.arange(box[0], device=origin.device)[:, None]  # (box_h, 1)
     dx = torch.arange(box[1], device=origin.device)[None, :]  # (1, box_w)
+    spare = start[:, :, None, None] + dy * box[1] + dx  # (B, 1, box_h, box_w): where masked cells write
     step = max(1, chunk // max(1, b * box[0] * box[1]))
     for first in range(0, k, step):
         part = slice(first, first + step)
         inside = (dy < rows[:, part, None, None]) & (dx < cols[:, part, None, None])  # (B, k', box_h, box_w)
-        pixel = torch.where(inside, origin[:, part, None, None] + dy * w + dx, 0)
+        pixel = torch.where(inside, origin[:, part, None, None] + dy * w + dx, spare)
         yield pixel.flatten(), torch.where(inside, order[:, part, None, None], 0).flatten()
 
 

@@ -34,8 +34,9 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
 
 
 class ProgressBar(RichProgressBar):
-    """Lightning's rich bar with the training loss beside it, read on the host every ``log_every_n_steps``
-    steps, when the loggers read it too.
+    """Lightning's rich bar (its default where rich is installed) with the training loss beside it, read on
+    the host at the first step and then once every ``log_every_n_steps`` optimizer steps (every 50 when
+    that is 0, which turns logging off).
 
     Lightning turns a value logged with ``prog_bar=True`` into a Python number after every training step;
     on a GPU that makes the host wait for the step to finish before it can queue the next one, and the
@@ -44,12 +45,14 @@ class ProgressBar(RichProgressBar):
     def __init__(self) -> None:
         super().__init__()
         self._loss: float | None = None
+        self._read_at: int | None = None  # the optimizer step the loss shown was read at
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         loss = trainer.callback_metrics.get("train/loss") if trainer.training else None
-        if loss is not None and (self._loss is None or trainer.global_step % trainer.log_every_n_steps == 0):
-            self._loss = float(loss)
+        step, every = trainer.global_step, trainer.log_every_n_steps or 50
+        if loss is not None and self._read_at != step and (self._loss is None or step % every == 0):
+            self._loss, self._read_at = float(loss), step  # once per step, also with gradient accumulation
         if self._loss is not None:
             metrics["train/loss"] = self._loss
         return metrics

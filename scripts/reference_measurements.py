@@ -29,7 +29,7 @@ from colorlab.models.bins import hard_targets
 
 
 def validation_ab(cfg) -> list[torch.Tensor]:
-    """The validation scenes' ab_norm batches (B, 2, H, W), gray images left out as training does."""
+    """The validation scenes' ab_norm batches (B, 2, H, W), gray images left out as the prior does."""
     datamodule = ColorDataModule(seed=cfg.seed, **{**dict(cfg.data), "num_workers": 0})
     datamodule.setup("validate")
     batches = []

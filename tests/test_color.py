@@ -78,3 +78,24 @@ def test_bad_shapes_raise():
         rgb_to_lab(torch.rand(1, 4, 2, 2))
     with pytest.raises(ValueError, match="ab must have shape"):
         is_gray(torch.rand(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conversions_are_kornias_bit_for_bit(dtype):
+    """colorlab.color holds kornia's conversion with its constants made once per device (kornia copies them
+    from the host on every call, a wait on a GPU): on the CPU the same numbers to the last bit, so runs
+    reproduce; the elementwise matrix product used on other devices agrees to rounding."""
+    import kornia.color
+
+    from colorlab import color
+
+    gen = torch.Generator().manual_seed(7)
+    rgb = torch.rand(3, 3, 21, 19, generator=gen, dtype=dtype)
+    rgb[0, :, 0, :4] = torch.tensor([0.0, 1.0, 0.04045, 0.0031308], dtype=dtype)  # ends and both thresholds
+    assert torch.equal(color.rgb_to_lab(rgb), kornia.color.rgb_to_lab(rgb))
+    lab = torch.cat([torch.rand(3, 1, 21, 19, generator=gen, dtype=dtype) * 100,
+                     (torch.rand(3, 2, 21, 19, generator=gen, dtype=dtype) - 0.5) * 300], dim=1)  # out of gamut too
+    assert torch.equal(color.lab_to_rgb(lab), kornia.color.lab_to_rgb(lab, clip=True))
+    kernel = color._constant("rgb_to_xyz", rgb)
+    assert torch.allclose(color._mix_elementwise(rgb, kernel), kornia.color.rgb_to_xyz(rgb), rtol=0, atol=1e-6)
+    assert color._constant("white", rgb) is color._constant("white", rgb)  # made once

@@ -13,6 +13,7 @@ The batch a model receives (after ``on_after_batch_transfer``; B images of H x W
 | ``bimodal`` | (B, 1, H, W) bool | synthetic sources: the bimodal diamond's pixels |
 | ``label`` | (B,) int | ``data=folder data.labels=true``: the class folder |
 | ``embedding`` | (B, dim) fp32 | ``embed.enabled``: the cached global features of the whole image |
+| ``has_colour`` | () fp32, 1 or 0 | training: 0 when every image of the batch was gray (``replace_gray``) |
 | ``hint_ab``, ``hint_mask`` | (B, 2, H, W), (B, 1, H, W) | hint models in training (drawn by the model) |
 | ``l_stack`` | (B, n, H, W) | ``data.stack`` > 1: L of the frames centred on this one |
 | ``previous_ab``, ``previous_valid`` | (B, 2, H, W), (B, 1, H, W) bool | ``data.previous``: t-1's ab carried to t |
@@ -315,6 +316,8 @@ def replace_gray(batch: dict, gray: torch.Tensor) -> dict:
     so nothing is read on the host (dropping them did, every step; Caffe's NonGrayMaskLayer masks them out
     of the loss instead). A batch with no colour image is kept and gets ``has_colour`` 0, which zeroes its
     loss (float (); 1 otherwise)."""
+    if len(gray) == 0:  # every file of the batch failed to decode (data.decode=gpu): nothing to replace
+        return {**batch, "has_colour": gray.new_zeros((), dtype=torch.float32)}
     position = torch.arange(len(gray), device=gray.device)
     colour = ~gray
     before = torch.where(colour, position, -1).cummax(0).values  # the last colour image at or before each

@@ -165,7 +165,9 @@ class Colorizer(pl.LightningModule):
         embedding, hints or L stack when the batch carries them); L is the input's own."""
         return denormalize_lab(batch["l"], self.predict_ab(self.run_net(batch), batch["l"].shape[-2:]))
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if batch["l"].shape[0] == 0:  # every file of the batch failed to decode (a shape: known on the host)
+            return None
         if self.hint_sampling is not None and "hint_ab" not in batch:
             batch["hint_ab"], batch["hint_mask"] = training_hints(self, batch)
         out = self.run_net(batch)
