@@ -108,18 +108,22 @@ def _candidate_table_cached(centers_bytes: bytes, q: int, k: int, device: str) -
     return table.view(n_cells, n_cells, width).to(device)
 
 
-# (k, device) -> (the centres tensor last seen, its version counter, its table): a model passes the same
-# buffer every step, so the table is found without reading the centres back to the host (a device sync)
-_LAST_TABLE: dict[tuple[int, str], tuple[weakref.ref, int, Tensor]] = {}
+# (k, device, id of the centres) -> (the centres tensor, its version counter, its table): a model passes the
+# same buffers every step (a bins loss and a grid decode two different ones), so the table is found without
+# reading the centres back to the host (a device sync); the weak reference tells a reused id apart
+_LAST_TABLE: dict[tuple[int, str, int], tuple[weakref.ref, int, Tensor]] = {}
+_LAST_TABLES_KEPT = 16
 
 
 def _candidates(centers: Tensor, k: int) -> Tensor:
-    key = (k, str(centers.device))
+    key = (k, str(centers.device), id(centers))
     last = _LAST_TABLE.get(key)
     if last is not None and last[0]() is centers and last[1] == centers._version:  # same tensor, not written
         return last[2]
     c = centers.detach().float().cpu().contiguous()
     table = _candidate_table_cached(c.numpy().tobytes(), len(c), k, str(centers.device))
+    if len(_LAST_TABLE) >= _LAST_TABLES_KEPT:
+        _LAST_TABLE.pop(next(iter(_LAST_TABLE)))  # the oldest
     _LAST_TABLE[key] = (weakref.ref(centers), centers._version, table)
     return table
 
@@ -294,7 +298,8 @@ def fold_onto(grid_centers: Tensor, kept: Tensor) -> Tensor:
     return hard_encode(grid_centers.float().T[None, :, :, None], kept.float()).flatten()
 
 
-def expand_to_grid(log_probs: Tensor, kept: Tensor, grid_centers: Tensor, grid_prior: Tensor) -> Tensor:
+def expand_to_grid(log_probs: Tensor, kept: Tensor, grid_centers: Tensor, grid_prior: Tensor,
+                   expansion: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Log-probabilities over n kept bins (B, n, H, W) -> over the G grid bins (B, G, H, W).
 
     Each kept bin stands for the cell of grid bins folded onto it (``fold_onto``); its probability is
@@ -302,15 +307,22 @@ def expand_to_grid(log_probs: Tensor, kept: Tensor, grid_centers: Tensor, grid_p
     without prior mass keeps it on the grid bin nearest the kept centre). Annealing then acts on a
     density over equal-sized bins, as with the full grid: annealing the masses of unequal cells favours
     the colours that sit alone in one small cell over those spread across several (docs/reference.md,
-    part 4).
+    part 4). ``expansion``: ``grid_expansion``'s result for these bins, when the caller keeps it.
     """
-    cell = fold_onto(grid_centers, kept).to(log_probs.device)  # (G,)
-    p = grid_prior.to(log_probs.device, torch.float64)
+    cell, log_share = expansion if expansion is not None else grid_expansion(kept, grid_centers, grid_prior)
+    return log_probs.float()[:, cell.to(log_probs.device)] + log_share.to(log_probs.device)[None, :, None, None]
+
+
+def grid_expansion(kept: Tensor, grid_centers: Tensor, grid_prior: Tensor) -> tuple[Tensor, Tensor]:
+    """What ``expand_to_grid`` needs of the bins alone: the kept bin of each grid bin, (G,) long, and the
+    log of each grid bin's share of it, (G,) fp32."""
+    cell = fold_onto(grid_centers, kept).to(grid_prior.device)  # (G,)
+    p = grid_prior.to(torch.float64)
     cell_mass = torch.zeros(len(kept), dtype=torch.float64, device=p.device).index_add_(0, cell, p)
     own = torch.zeros(len(p), dtype=torch.float64, device=p.device)
     own[fold_onto(kept, grid_centers).to(p.device)] = 1.0  # the grid bin of each kept centre
     share = torch.where(cell_mass[cell] > 0, p / cell_mass[cell].clamp_min(1e-300), own)
-    return log_probs.float()[:, cell] + share.log().float()[None, :, None, None]
+    return cell, share.log().float()
 
 
 # --- 1D bins (a and b classified separately) ----------------------------------------------------
@@ -328,9 +340,9 @@ def encode_1d(ab: Tensor, n_bins: int) -> Tensor:
     return ((ab.float() + AB_LIMIT) / width).floor().long().clamp(0, n_bins - 1)
 
 
-def annealed_mean_1d(logits: Tensor, n_bins: int, temperature: float) -> Tensor:
-    """Logits (B, 2K, H, W) (a bins then b bins) -> ab (B, 2, H, W), annealed mean per channel."""
+def annealed_mean_1d(logits: Tensor, centers: Tensor, temperature: float) -> Tensor:
+    """Logits (B, 2K, H, W) (a bins then b bins) and the K centres (``centers_1d``, on logits' device: a
+    model's buffer, so nothing is copied per call) -> ab (B, 2, H, W), annealed mean per channel."""
     b, _, h, w = logits.shape
-    per_channel = logits.view(b, 2, n_bins, h, w).flatten(0, 1)  # (2B, K, H, W)
-    centers = centers_1d(n_bins).to(logits.device)[:, None]  # (K, 1)
-    return annealed_mean_logits(per_channel, centers, temperature).view(b, 2, h, w)
+    per_channel = logits.view(b, 2, len(centers), h, w).flatten(0, 1)  # (2B, K, H, W)
+    return annealed_mean_logits(per_channel, centers[:, None], temperature).view(b, 2, h, w)

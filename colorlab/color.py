@@ -47,10 +47,12 @@ _MADE: dict[tuple, Tensor] = {}
 
 
 def _constant(name: str, like: Tensor) -> Tensor:
-    """``_CONSTANTS[name]`` on like's device in its dtype, made once (the one copy from the host)."""
+    """``_CONSTANTS[name]`` on like's device in its dtype, made once (the one copy from the host), outside
+    inference mode (validation's, where it is often first needed): autograd may save it later."""
     key = (name, like.device, like.dtype)
     if key not in _MADE:
-        _MADE[key] = torch.tensor(_CONSTANTS[name], dtype=like.dtype).to(like.device)
+        with torch.inference_mode(False):
+            _MADE[key] = torch.tensor(_CONSTANTS[name], dtype=like.dtype).to(like.device)
     return _MADE[key]
 
 
@@ -64,7 +66,8 @@ def _mix(image: Tensor, name: str) -> Tensor:
 
 
 def _mix_elementwise(image: Tensor, kernel: Tensor) -> Tensor:
-    return (kernel[:, :, None, None] * image.unsqueeze(-4)).sum(-3)  # (*, 3 out, 3 in, H, W) -> (*, 3, H, W)
+    channels = image[..., 0, :, :], image[..., 1, :, :], image[..., 2, :, :]  # three multiply-adds per output
+    return torch.stack([sum(kernel[o, i] * channels[i] for i in range(3)) for o in range(3)], dim=-3)
 
 
 def rgb_to_lab(rgb: Tensor) -> Tensor:

@@ -120,7 +120,7 @@ def test_1d_bins_encode_and_decode():
     logits = torch.randn(2, 40, 3, 3)
     probs = F.softmax(logits.view(2, 2, 20, 3, 3), dim=2)
     expected = (probs * centers.view(1, 1, 20, 1, 1)).sum(dim=2)
-    torch.testing.assert_close(annealed_mean_1d(logits, 20, 1.0), expected)
+    torch.testing.assert_close(annealed_mean_1d(logits, centers_1d(20), 1.0), expected)
 
 
 def test_candidate_table_is_not_read_back_each_step(monkeypatch):

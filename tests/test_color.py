@@ -99,3 +99,16 @@ def test_conversions_are_kornias_bit_for_bit(dtype):
     kernel = color._constant("rgb_to_xyz", rgb)
     assert torch.allclose(color._mix_elementwise(rgb, kernel), kornia.color.rgb_to_xyz(rgb), rtol=0, atol=1e-6)
     assert color._constant("white", rgb) is color._constant("white", rgb)  # made once
+
+
+def test_constants_first_made_in_inference_mode_serve_autograd():
+    """Validation (inference mode) often converts first; training's autograd must still save the constants."""
+    from colorlab import color
+
+    color._MADE.clear()
+    with torch.inference_mode():
+        color.rgb_to_lab(torch.rand(1, 3, 4, 4))
+        color.lab_to_rgb(torch.rand(1, 3, 4, 4) * 50)
+    rgb = torch.rand(1, 3, 4, 4, requires_grad=True)
+    (color.rgb_to_lab(rgb).sum() + color.lab_to_rgb(rgb * 50).sum()).backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0

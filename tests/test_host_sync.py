@@ -19,7 +19,8 @@ from colorlab.fit import train
 
 VALUE_READS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
                "aten._unique2.default", "aten.unique_consecutive.default", "aten.equal.default",
-               "aten.is_nonzero.default", "aten.bincount.default", "aten.histc.default"}
+               "aten.is_nonzero.default", "aten.bincount.default", "aten.histc.default",
+               "aten.unique_dim.default"}
 # made from Python data or copied to the host: a wait on a GPU when it happens on the device's side of the
 # step (the dataset and on_before_batch_transfer make host tensors from Python data as they should)
 FROM_PYTHON = "aten.lift_fresh.default"
@@ -109,6 +110,9 @@ class Window(pl.Callback):
     ("unet_bins", ["data.render=device"]),  # scenes painted in on_after_batch_transfer, as on a GPU
     ("eccv16_full", []), ("hints_unet", []), ("siggraph17", []), ("video_propagate", []),
     ("fusion_bins112", []),
+    # bin models that decode inside the step: the temporal loss (grid decode of frequent bins; 1D bins)
+    ("unet_bins", ["data=synthetic_video", "data.previous=true", "temporal.weight=0.5"]),
+    ("bins1d", ["data=synthetic_video", "data.previous=true", "temporal.weight=0.5"]),
 ])
 def test_training_steps_read_nothing_on_the_host(experiment, extra, tiny_overrides):
     mode = HostReads()

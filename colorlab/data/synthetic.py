@@ -82,9 +82,10 @@ def stripes(size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _stripes_on(size: int, device: torch.device) -> torch.Tensor:
-    """``stripes(size)`` on ``device``, copied there once: a copy from the host per batch would make the
-    host wait for the device's queue every training step."""
-    return torch.from_numpy(stripes(size)).to(device)
+    """``stripes(size)`` on ``device``, copied there once (outside inference mode): a copy from the host per
+    batch would make the host wait for the device's queue every training step."""
+    with torch.inference_mode(False):
+        return torch.from_numpy(stripes(size)).to(device)
 
 
 def paint_scene(params: np.ndarray, ground_l: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from colorlab.bins import (
     fold_onto,
     frequent_centers,
     gamut_centers,
+    grid_expansion,
     hard_encode,
     rebalance_weights,
     smooth_prior,
@@ -131,7 +132,7 @@ class Bins1DColorizer(BinsColorizer):
         return F.cross_entropy(self._logits(out).transpose(1, 2), targets)  # targets (B, 2, h, w)
 
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
-        return annealed_mean_1d(out.float(), self.n_bins, temperature) / AB_NORM
+        return annealed_mean_1d(out.float(), self.centers, temperature) / AB_NORM
 
     def pixel_entropy(self, out: Tensor) -> Tensor:
         return entropy(self._logits(out), dim=2).sum(dim=1)  # a and b independent: entropies add
@@ -232,10 +233,23 @@ class Bins2DColorizer(BinsColorizer):
     def _on_grid(self, out: Tensor) -> tuple[Tensor, Tensor]:
         """(logits, centres) to decode from: the network's own, or with ``frequent_decode=grid`` its
         distribution over the n kept bins spread onto the grid they were chosen from (B, G, h, w)."""
-        if not hasattr(self, "grid_centers") or self.frequent_decode == "kept" or not self.grid_prior.any():
-            return out.float(), self.centers  # (a checkpoint that holds no grid has grid_prior 0)
+        expansion = self._grid_expansion() if hasattr(self, "grid_centers") and self.frequent_decode == "grid" else None
+        if expansion is None:
+            return out.float(), self.centers
         log_p = F.log_softmax(out.float(), dim=1)
-        return expand_to_grid(log_p, self.centers, self.grid_centers, self.grid_prior), self.grid_centers
+        return expand_to_grid(log_p, self.centers, self.grid_centers, self.grid_prior, expansion), self.grid_centers
+
+    def _grid_expansion(self) -> tuple[Tensor, Tensor] | None:
+        """``grid_expansion`` of the buffers, or None for a checkpoint that holds no grid (grid_prior 0):
+        worked out again only when a buffer is replaced or written (loading, .to()), not per decode, where
+        reading grid_prior would make the host wait for the device."""
+        buffers = (self.centers, self.grid_centers, self.grid_prior)
+        key = tuple((id(t), t._version) for t in buffers)
+        if getattr(self, "_expansion_key", None) != key:
+            with torch.inference_mode(False):  # validation often comes first; training's autograd saves it
+                self._expansion = grid_expansion(*buffers) if bool(self.grid_prior.any()) else None
+            self._expansion_key = key
+        return self._expansion
 
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
         return annealed_mean_logits(*self._on_grid(out), temperature) / AB_NORM
