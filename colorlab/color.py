@@ -15,6 +15,8 @@ The networks see the normalised values of richzhang/colorization-pytorch:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -43,17 +45,19 @@ _CONSTANTS = {
                    (0.0556466391351772, -0.2040413383665112, 1.0573110696453443)),
     "white": (0.95047, 1.0, 1.08883),
 }
-_MADE: dict[tuple, Tensor] = {}
 
 
 def _constant(name: str, like: Tensor) -> Tensor:
-    """``_CONSTANTS[name]`` on like's device in its dtype, made once (the one copy from the host), outside
-    inference mode (validation's, where it is often first needed): autograd may save it later."""
-    key = (name, like.device, like.dtype)
-    if key not in _MADE:
-        with torch.inference_mode(False):
-            _MADE[key] = torch.tensor(_CONSTANTS[name], dtype=like.dtype).to(like.device)
-    return _MADE[key]
+    """``_CONSTANTS[name]`` on like's device in its dtype."""
+    return _constant_on(name, like.device, like.dtype)
+
+
+@functools.cache  # a few names x devices x dtypes
+def _constant_on(name: str, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Made once (the one copy from the host), outside inference mode (validation's, where it is often
+    first needed): autograd may save it later."""
+    with torch.inference_mode(False):
+        return torch.tensor(_CONSTANTS[name], dtype=dtype).to(device)
 
 
 def _mix(image: Tensor, name: str) -> Tensor:

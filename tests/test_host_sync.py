@@ -68,10 +68,13 @@ class HostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.on and host_read(func, args, kwargs):
-            stack = traceback.extract_stack()[:-1]
-            if outside_the_optimizer(stack):
-                self.reads.append(f"{func} at {where(stack)}")
+            self._record(str(func), device_side_only=False)
         return func(*args, **kwargs)
+
+    def _record(self, what: str, device_side_only: bool) -> None:
+        stack = traceback.extract_stack()[:-2]  # from the caller of __torch_dispatch__ / watched
+        if (not device_side_only or on_the_device_side(stack)) and outside_the_optimizer(stack):
+            self.reads.append(f"{what} at {where(stack)}")
 
     def __enter__(self):
         self.saved = {name: getattr(torch.Tensor, name) for name in HOST_COPIES}
@@ -87,9 +90,7 @@ class HostReads(TorchDispatchMode):
     def _watched(self, name, method):
         def watched(tensor, *args, **kwargs):
             if self.on:
-                stack = traceback.extract_stack()[:-1]
-                if on_the_device_side(stack) and outside_the_optimizer(stack):
-                    self.reads.append(f"Tensor.{name} at {where(stack)}")
+                self._record(f"Tensor.{name}", device_side_only=True)
             return method(tensor, *args, **kwargs)
         return watched
 

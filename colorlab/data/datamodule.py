@@ -320,10 +320,11 @@ def replace_gray(batch: dict, gray: torch.Tensor) -> dict:
         return {**batch, "has_colour": gray.new_zeros((), dtype=torch.float32)}
     position = torch.arange(len(gray), device=gray.device)
     colour = ~gray
+    any_colour = colour.any()
     before = torch.where(colour, position, -1).cummax(0).values  # the last colour image at or before each
     source = torch.where(before >= 0, before, colour.int().argmax())  # leading gray ones: the first colour one
-    source = torch.where(colour.any(), source, position)
-    return {**{key: value[source] for key, value in batch.items()}, "has_colour": colour.any().float()}
+    source = torch.where(any_colour, source, position)
+    return {**{key: value[source] for key, value in batch.items()}, "has_colour": any_colour.float()}
 
 
 def validation_data(cfg, num_workers: int | None = None) -> ColorDataModule:
