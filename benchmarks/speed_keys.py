@@ -12,9 +12,13 @@ medians. Target: at the experiment's budget (its steps per epoch x max_epochs, f
 compilation is paid once per run), the defaults are the fastest measured within timing noise (no
 variant at the same precision more than ``--noise`` faster), so that no default leaves speed unused; on a
 GPU also ``speed.channels_last=auto`` in fp32 picks the faster of the two fp32 layouts.
+A variant whose settings the defaults (or an earlier variant) already have, e.g. ``speed.channels_last=true``
+where ``auto`` resolves to NHWC, is measured once and reported under both names. ``--max-seconds`` caps
+the timed seconds per variant (at least one step a round), so that a slow variant (eccv16 in fp32 NHWC
+on a GPU: about 4 s a step) does not hold the run for minutes.
 
     python benchmarks/speed_keys.py [--device cpu|cuda] [--experiment unet_bins] [--set key=value ...]
-                                    [--rounds 3] [--steps 4] [--noise 0.1] [--skip NAME ...]
+                                    [--rounds 3] [--steps 4] [--noise 0.1] [--skip NAME ...] [--max-seconds S]
 e.g. on a GPU: --device cuda --experiment eccv16_full --set data.size=256 net.width=64 data.batch_size=64
 """
 
@@ -32,6 +36,7 @@ from steps import model_and_optimizer, training_step
 
 from colorlab.config import compose
 from colorlab.data.synthetic import SyntheticScenes
+from colorlab.models import channels_last
 
 # name -> (overrides, TF32 off); the defaults are those of trainer=default on the CPU, trainer=gpu on a GPU
 VARIANTS = {
@@ -52,11 +57,16 @@ VARIANTS = {
 BASE = {"cpu": [], "cuda": ["trainer=gpu"]}
 
 
-def build(experiment: str, tmp: str, extra: list[str], device: str = "cpu"):
-    cfg = compose(experiment, [*BASE[device], f"prior.cache_dir={tmp}", "prior.max_images=64",
-                               "data.num_workers=0", "optim.scheduler=none", *extra])
-    torch.manual_seed(0)
-    return cfg, *model_and_optimizer(cfg, device)
+def variant_config(experiment: str, tmp: str, extra: list[str], device: str = "cpu"):
+    return compose(experiment, [*BASE[device], f"prior.cache_dir={tmp}", "prior.max_images=64", "data.num_workers=0",
+                                "optim.scheduler=none", *extra])
+
+
+def settings(cfg, tf32_off: bool) -> tuple:
+    """What a variant changes in the step: precision, the network's layout as ``speed.channels_last`` resolves
+    it, fused AdamW, compile, TF32. Two variants with the same settings are one measurement."""
+    return (str(cfg.trainer.precision), channels_last(cfg.speed.channels_last, cfg.trainer, cfg.net.name),
+            bool(cfg.optim.get("fused", False)), bool(cfg.speed.compile), tf32_off)
 
 
 @contextlib.contextmanager
@@ -86,16 +96,29 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.1, help="a variant this much faster than the defaults fails")
-    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out, e.g. speed.compile=true")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="VARIANT",
+                        choices=sorted({name for variants in VARIANTS.values() for name in variants}),
+                        help="variants to leave out, e.g. speed.compile=true")
+    parser.add_argument("--max-seconds", type=float, default=float("inf"),
+                        help="timed seconds per variant at most (at least one step a round): bounds slow variants "
+                             "such as eccv16 in fp32 NHWC on a GPU")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
     variants = {name: v for name, v in VARIANTS[args.device].items() if name not in args.skip}
     with tempfile.TemporaryDirectory() as tmp:
-        models, failed, first, bf16 = {}, {}, {}, {}
+        models, failed, first, bf16, same_as, measured = {}, {}, {}, {}, {}, {}
         for name, (extra, tf32_off) in variants.items():
-            cfg, model, opt = build(args.experiment, tmp, [*args.set, *extra], args.device)
+            cfg = variant_config(args.experiment, tmp, [*args.set, *extra], args.device)
+            key = settings(cfg, tf32_off)
+            if key in measured:  # e.g. speed.channels_last=true where the defaults already run NHWC
+                same_as[name] = measured[key]
+                continue
+            measured[key] = name
+            torch.manual_seed(0)
+            model, opt = model_and_optimizer(cfg, args.device)
+            torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)  # as the Trainer sets it (trainer=gpu: on)
             bf16[name] = str(cfg.trainer.precision).startswith("bf16")
             scenes = SyntheticScenes(cfg.data.size, cfg.data.batch_size, 0, "train")
             rgb = torch.stack([scenes[i]["rgb"] for i in range(cfg.data.batch_size)]).to(args.device)
@@ -111,22 +134,35 @@ def main() -> int:
         times = {name: [] for name in models}
         for _ in range(args.rounds):
             for name, (model, opt, tf32_off) in models.items():
-                for _ in range(args.steps):
+                spent = 0.0
+                for i in range(args.steps):
+                    if i and spent >= args.max_seconds / args.rounds:
+                        break
                     start = time.perf_counter()
                     step(model, opt, rgb, bf16[name], tf32_off)
                     times[name].append(time.perf_counter() - start)
+                    spent += times[name][-1]
+        times = {name: times.get(name) or times.get(same_as.get(name)) for name in variants
+                 if name in times or same_as.get(name) in times}  # the variants' order; a twin under both names
+        for name, twin in same_as.items():
+            if twin in times:
+                first[name], bf16[name] = first[twin], bf16[twin]
+            elif twin in failed:
+                failed[name] = failed[twin]
     budget = cfg.data.train_size // cfg.data.batch_size * cfg.trainer.max_epochs if "train_size" in cfg.data else 0
     median = {name: statistics.median(t) for name, t in times.items()}
     run = {name: first[name] + budget * median[name] for name in times}  # seconds of steps at the budget
     print(f"\n{args.experiment}, {cfg.data.size} px, batch {cfg.data.batch_size}, {args.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; budget {budget} steps\n")
-    print("| variant | first step (s) | median step (ms) | img/s | step speed vs defaults | steps at the budget (s) "
-          "| run speed vs defaults |\n|---|---|---|---|---|---|---|")
+    print("| variant | first step (s) | timed steps | median step (ms) | img/s | step speed vs defaults "
+          "| steps at the budget (s) | run speed vs defaults |\n|---|---|---|---|---|---|---|---|")
     for name in times:
-        print(f"| {name} | {first[name]:.1f} | {1000 * median[name]:.1f} | {cfg.data.batch_size / median[name]:.0f} "
-              f"| {median['defaults'] / median[name]:.2f}x | {run[name]:.0f} | {run['defaults'] / run[name]:.2f}x |")
+        label = f"{name} (same settings as {same_as[name]})" if name in same_as else name
+        print(f"| {label} | {first[name]:.1f} | {len(times[name])} | {1000 * median[name]:.1f} "
+              f"| {cfg.data.batch_size / median[name]:.0f} | {median['defaults'] / median[name]:.2f}x "
+              f"| {run[name]:.0f} | {run['defaults'] / run[name]:.2f}x |")
     for name, why in failed.items():
-        print(f"| {name} | failed: {why} | — | — | — | — | — |")
+        print(f"| {name} | failed: {why} | — | — | — | — | — | — |")
     problems = [f"{n} more than {args.noise:.0%} faster than the defaults at the budget" for n in times
                 if bf16[n] == bf16["defaults"] and run["defaults"] / run[n] > 1 + args.noise]
     if args.device == "cuda" and {"fp32", "fp32 NHWC", "fp32 NCHW"} <= set(times):
