@@ -75,6 +75,24 @@ def test_gray_images_are_replaced_by_colour_images_of_their_batch():
     assert out["index"].tolist() == list(range(6)) and out["has_colour"] == 0
 
 
+@pytest.mark.parametrize("experiment", ["unet_bins", "hints_unet", "fusion_bins112"])
+def test_a_batch_whose_files_all_failed_gives_every_parameter_a_zero_gradient(experiment, tiny_overrides):
+    """Under DDP every rank must reach the gradient all-reduce: a rank whose step returned None (no loss, no
+    backward) would leave the others waiting forever."""
+    from colorlab.config import compose
+    from colorlab.data.datamodule import replace_gray
+    from colorlab.models import build_model, placeholder_prior
+
+    cfg = compose(experiment, tiny_overrides)
+    model = build_model(cfg, placeholder_prior(cfg))
+    empty = {"l": torch.zeros(0, 1, 32, 32), "ab": torch.zeros(0, 2, 32, 32), "rgb": torch.zeros(0, 3, 32, 32)}
+    loss = model.training_step(replace_gray(empty, torch.zeros(0, dtype=torch.bool)), 0)
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert loss.item() == 0 and trainable
+    assert all(p.grad is not None and not p.grad.any() for p in trainable)
+
+
 def test_host_side_work_before_the_transfer_gives_the_same_batch_and_counts():
     """Lightning calls on_before_batch_transfer (host) then on_after_batch_transfer (device); DeviceBatches
     calls the latter alone. Decode failures and embedding lookups, done on the host when they can, give the

@@ -165,9 +165,11 @@ class Colorizer(pl.LightningModule):
         embedding, hints or L stack when the batch carries them); L is the input's own."""
         return denormalize_lab(batch["l"], self.predict_ab(self.run_net(batch), batch["l"].shape[-2:]))
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if batch["l"].shape[0] == 0:  # every file of the batch failed to decode (a shape: known on the host)
-            return None
+            # a zero loss over every trainable parameter, not None: under DDP every rank must reach the
+            # gradient all-reduce, or the others wait for this one forever; like an all-gray batch's zero loss
+            return sum((p.sum() for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0
         if self.hint_sampling is not None and "hint_ab" not in batch:
             batch["hint_ab"], batch["hint_mask"] = training_hints(self, batch)
         out = self.run_net(batch)
