@@ -34,7 +34,7 @@ import time
 import torch
 from steps import model_and_optimizer, training_step
 
-from colorlab.config import compose
+from colorlab.config import ConfigError, available_experiments, compose
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import channels_last
 
@@ -88,10 +88,10 @@ def step(model, opt, rgb, bf16: bool, tf32_off: bool = False) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--experiment", default="unet_bins")
+    parser.add_argument("--experiment", default="unet_bins", choices=sorted(available_experiments()))
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every variant, e.g. data.size=256")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
@@ -102,7 +102,20 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=float("inf"),
                         help="timed seconds per variant at most (at least one step a round): bounds slow variants "
                              "such as eccv16 in fp32 NHWC on a GPU")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if "defaults" in args.skip:
+        parser.error("--skip defaults: every variant is compared with the defaults")
+    if min(args.rounds, args.steps) < 1:
+        parser.error(f"--rounds and --steps must be >= 1. Got {args.rounds}, {args.steps}")
+    try:
+        compose(args.experiment, [*BASE[args.device], *args.set])
+    except ConfigError as e:
+        parser.error(f"--set: {e}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
@@ -131,6 +144,9 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - a key that cannot run here is reported, not fatal
                 failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                 print(f"{name}: failed ({failed[name]})", flush=True)
+        if "defaults" not in models:
+            print(f"target: FAIL (the defaults cannot run here: {failed['defaults']})")
+            return 1
         times = {name: [] for name in models}
         for _ in range(args.rounds):
             for name, (model, opt, tf32_off) in models.items():

@@ -27,7 +27,7 @@ import torch
 from steps import model_and_optimizer, training_step
 from torch.utils.flop_counter import FlopCounterMode
 
-from colorlab.config import compose
+from colorlab.config import ConfigError, available_experiments, compose
 from colorlab.data.datamodule import add_lab
 from colorlab.data.synthetic import SyntheticScenes
 
@@ -157,17 +157,30 @@ def count_flops(model, opt, rgb) -> int:
     return counter.get_total_flops()
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--experiment", nargs="+", default=list(DEFAULT_EXPERIMENTS))
+    parser.add_argument("--experiment", nargs="+", default=list(DEFAULT_EXPERIMENTS),
+                        choices=sorted(available_experiments()))
     parser.add_argument("--size", type=int, nargs="+", default=None,
                         help="crop sizes (default: the experiment's own and 256)")
     parser.add_argument("--batch", type=int, default=None,
                         help="default: the experiment's data.batch_size (at most 4 from 128 px on the CPU)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides, e.g. trainer.precision=...")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.steps < 1 or min(args.size or [1]) < 1 or (args.batch or 1) < 1:
+        parser.error(f"--steps, --size and --batch must be >= 1. Got {args.steps}, {args.size}, {args.batch}")
+    try:
+        for experiment in args.experiment:
+            compose(experiment, args.set)
+    except ConfigError as e:
+        parser.error(f"--set: {e}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """On a CUDA device: every test here is marked ``gpu`` and skipped without one (conftest). The CUDA results are
 held against the same code on the CPU, so each can fail on a device that computes something else.
 
-    python -m pytest -m gpu -q          # on a GPU machine; `bash benchmarks/gpu.sh --tests` runs them after the figures
+    python -m pytest -m gpu -q          # on a GPU machine; `bash benchmarks/gpu.sh --all` runs them after the figures
 """
 
 import json
