@@ -3,6 +3,8 @@
 # after another, each under a time limit; the limits sum to 275 s, and no part runs past BUDGET_S (290 s) from
 # the start, start-up checks included (a part is stopped at its limit, and killed 5 s later if it has not
 # ended: 295 s at worst). A part that overruns keeps what it printed, and fails its line of the summary.
+# Whatever a part leaves running (DataLoader workers, subprocesses) is killed when it ends; Ctrl-C stops the
+# part, prints the summary so far and exits.
 #
 #   bash benchmarks/gpu.sh [--all] [--dry-run] [OUT_DIR]   # figures also written to OUT_DIR (runs/gpu-<date>)
 #
@@ -43,7 +45,10 @@ workers=$(( $(nproc) > 16 ? 15 : $(nproc) - 1 ))
 status=0 planned=0
 deadline=$((SECONDS + BUDGET_S))
 
-part() {  # part NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), tee to OUT/NAME.txt, keep its target
+current= interrupted=0
+trap 'interrupted=1; [ -n "$current" ] && kill -INT -- -"$current" 2>/dev/null' INT TERM
+
+part() {  # part NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), shown and kept in OUT/NAME.txt
     local name=$1 limit=$2; shift 2
     planned=$((planned + limit))
     if [ "$dry" -eq 1 ]; then printf '%-24s %4d s  ' "$name" "$limit"; printf '%q ' "$@"; echo; return; fi
@@ -56,9 +61,24 @@ part() {  # part NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), tee
     [ "$limit" -gt "$left" ] && limit=$left
     echo; echo "=== $name (at most $limit s): $*"
     local start=$SECONDS
-    # --foreground: the part stays in the terminal's process group, so Ctrl-C stops it and then this script
-    timeout --foreground -k 5 "$limit" "$@" 2>&1 | tee "$out/$name.txt"
-    local rc=${PIPESTATUS[0]}
+    # timeout runs the part in a process group of its own (pid $current): at the end everything left in it
+    # (DataLoader workers, a test's subprocesses) is killed, so nothing runs on into the next part; its output
+    # goes to a file, shown by tail until the part ends, so a leftover process cannot hold a pipe open
+    : > "$out/$name.txt"
+    timeout -k 5 "$limit" "$@" > "$out/$name.txt" 2>&1 &
+    current=$!
+    tail -n +1 -s 0.2 -f --pid="$current" "$out/$name.txt" &
+    local shown=$!
+    wait "$current" 2>/dev/null
+    local rc=$?
+    while kill -0 "$current" 2>/dev/null; do wait "$current" 2>/dev/null; rc=$?; done  # cut short by the trap
+    kill -KILL -- -"$current" 2>/dev/null
+    wait "$shown" 2>/dev/null
+    current=
+    if [ "$interrupted" -eq 1 ]; then
+        printf '%-24s %4ds  rc=%-3s %s\n' "$name" $((SECONDS - start)) "$rc" "interrupted" >> "$out/summary.txt"
+        echo; echo "=== interrupted; summary so far ($out/summary.txt)"; cat "$out/summary.txt"; exit 130
+    fi
     local target
     target=$(grep -E '^target: |^[0-9]+ (passed|failed)|^run written to' "$out/$name.txt" | tail -1)
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then

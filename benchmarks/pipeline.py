@@ -19,7 +19,8 @@ source: (b) / (a), and what bounds (b): the data when (c) < (a), else the step a
 A window of (b) starts with the batches the workers made ahead (up to workers x 2, and Lightning's one):
 when the data bounds (b), the window uses them up and reads up to steps / (steps - depth) high. So (b)
 counts at most the batches the workers made within the window (counted by the training set's collate_fn,
-which they run once per batch): a fit cannot outrun its workers for long. When the step bounds (b), the
+which they run once per batch; the epoch holds the prefetch depth beyond the last step, so they never run
+out within it): a fit cannot outrun its workers for long. When the step bounds (b), the
 workers make one batch per step and nothing changes.
 
 data=folder runs once per ``--decode``: ``cpu`` (PIL in the workers) and, by default on a GPU, ``gpu``
@@ -45,7 +46,6 @@ bound 0.63x) fails it.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -121,9 +121,11 @@ def data_warmup(args) -> int:
 
 
 def steps_per_epoch_data(args) -> list[str]:
-    """One epoch holds every step of (b) and every batch of (c), with one to spare, so no epoch end (or
-    validation) falls inside the timing."""
-    return [f"data.train_size={args.batch * (max(args.warmup, data_warmup(args)) + args.steps + 1)}"]
+    """One epoch holds every step of (b) and every batch of (c), and the batches the workers make ahead of
+    the last step, with one to spare: no epoch end (or validation) falls inside the timing, and the workers
+    never run out of the epoch's batches within it (which would count as the data failing to keep up)."""
+    batches = max(args.warmup, data_warmup(args)) + args.steps + prefetch_depth(args.workers) + 1
+    return [f"data.train_size={args.batch * batches}"]
 
 
 def write_jpegs(root: Path, n: int, seed: int = 0) -> None:
@@ -186,17 +188,23 @@ class StepAlone:
 
 # --- (b) the step fed through Trainer.fit --------------------------------------------------------------
 class BatchCounter:
-    """A training set's collate_fn that counts, in memory shared with the forked workers, the batches they
-    finish: the DataLoader's workers run it once per batch they make."""
+    """A training set's collate_fn that counts the batches the DataLoader's workers finish (they run it once
+    per batch): one byte appended to a file per batch, which works whatever the workers' start method."""
 
-    def __init__(self, collate=None):
-        self.collate, self.made = collate or default_collate, multiprocessing.get_context("fork").Value("q", 0)
+    def __init__(self, collate, path: Path):
+        self.collate, self.path = collate or default_collate, path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
 
     def __call__(self, items: list) -> dict:
         batch = self.collate(items)
-        with self.made.get_lock():
-            self.made.value += 1
+        with open(self.path, "ab", buffering=0) as log:  # O_APPEND: one atomic write per batch
+            log.write(b".")
         return batch
+
+    @property
+    def made(self) -> int:
+        return self.path.stat().st_size
 
 
 class StepTimer(pl.Callback):
@@ -206,10 +214,10 @@ class StepTimer(pl.Callback):
     The window starts with the batches the workers made ahead (up to workers x 2, and Lightning's one). When
     the data bounds the fit, the window uses them up and reads high (up to steps / (steps - depth)); a fit
     cannot outrun its workers for long, so ``images_per_s`` counts at most the batches the workers made
-    within the window (``made``, a BatchCounter's count); ``window_images_per_s`` is the window as timed."""
+    within the window (``counter``, a BatchCounter); ``window_images_per_s`` is the window as timed."""
 
-    def __init__(self, warmup: int, steps: int, device: str, made=None):
-        self.warmup, self.steps, self.device, self.made = warmup, steps, device, made
+    def __init__(self, warmup: int, steps: int, device: str, counter: BatchCounter | None = None):
+        self.warmup, self.steps, self.device, self.counter = warmup, steps, device, counter
         self.done, self.images, self.start, self.seconds, self.made_in_window = 0, 0, None, None, None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -219,12 +227,12 @@ class StepTimer(pl.Callback):
         if self.done == self.warmup:
             sync(self.device)
             self.start = time.perf_counter()
-            self.made_in_window = -self.made.value if self.made is not None else None
+            self.made_in_window = -self.counter.made if self.counter is not None else None
         elif self.done == self.warmup + self.steps:
             sync(self.device)
             self.seconds = time.perf_counter() - self.start
-            if self.made is not None:
-                self.made_in_window += self.made.value
+            if self.counter is not None:
+                self.made_in_window += self.counter.made
 
     @property
     def window_images_per_s(self) -> float:
@@ -234,7 +242,7 @@ class StepTimer(pl.Callback):
 
     @property
     def images_per_s(self) -> float:
-        if self.made is None:  # one device batch repeated: nothing is made ahead
+        if self.counter is None:  # one device batch repeated: nothing is made ahead
             return self.window_images_per_s
         return self.window_images_per_s * min(1.0, self.made_in_window / self.steps)
 
@@ -262,9 +270,8 @@ def fit_images_per_s(cfg, run_dir: Path, args, loader=None) -> tuple[float, floa
         datamodule.train_dataloader = lambda: loader
     else:
         datamodule.setup("fit")
-        counter = BatchCounter(getattr(datamodule.train_set, "collate", None))
-        datamodule.train_set.collate = counter  # the training loader's collate_fn
-        timer.made = counter.made
+        timer.counter = BatchCounter(getattr(datamodule.train_set, "collate", None), run_dir / "batches_made")
+        datamodule.train_set.collate = timer.counter  # the training loader's collate_fn
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(model, datamodule=datamodule)
