@@ -36,7 +36,8 @@ def placeholder_prior(cfg: DictConfig) -> Tensor:
 
 # Networks whose fp32 steps are slower in NHWC on a GPU: eccv16_full at 256 px, width 64, batch 64 on an H200
 # (cuDNN TF32 off) trained at 16 img/s NHWC vs 122 NCHW, while unet_bins went 1132 vs 849. siggraph17 shares
-# eccv16's dilated 3x3 blocks and is assumed alike until measured (benchmarks/gpu.sh measures both).
+# eccv16's dilated 3x3 blocks and is assumed alike until measured: benchmarks/gpu.sh times eccv16_full;
+# benchmarks/speed_keys.py --device cuda --experiment siggraph17 --set data.size=256 would time siggraph17.
 NCHW_FOR_FP32_ON_GPU = ("eccv16", "siggraph17")
 
 
