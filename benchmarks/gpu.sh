@@ -52,6 +52,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), sho
     local name=$1 limit=$2; shift 2
     planned=$((planned + limit))
     if [ "$dry" -eq 1 ]; then printf '%-24s %4d s  ' "$name" "$limit"; printf '%q ' "$@"; echo; return; fi
+    [ "$interrupted" -eq 1 ] && exit 130  # Ctrl-C between two parts
     local left=$((deadline - SECONDS))
     if [ "$left" -lt 5 ]; then
         echo; echo "=== $name: no time left"
