@@ -59,10 +59,10 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from PIL import Image
-from steps import model_and_optimizer, training_step
+from steps import check_overrides, model_and_optimizer, sync, training_step
 from torch.utils.data import default_collate
 
-from colorlab.config import ConfigError, available_experiments, compose
+from colorlab.config import available_experiments, compose
 from colorlab.data import ColorDataModule
 from colorlab.data.photos import SKIMAGE_PHOTOS
 from colorlab.embed import attach_embeddings
@@ -92,11 +92,6 @@ def defaults(device: str) -> dict:
 def prefetch_depth(workers: int) -> int:
     """Batches made ahead of the step: the DataLoader's workers x prefetch_factor (2), and Lightning's one."""
     return workers * PREFETCH_FACTOR + 1 if workers else 0
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 # --- the case ---------------------------------------------------------------------------------------
@@ -341,10 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--steps, --warmup, --rounds, --size, --batch and --jpegs must be >= 1, --workers >= 0. Got "
                      f"{args.steps}, {args.warmup}, {args.rounds}, {args.size}, {args.batch}, {args.jpegs}, "
                      f"{args.workers}")
-    try:
-        compose(args.experiment, args.set)
-    except ConfigError as e:
-        parser.error(f"--set: {e}")
+    check_overrides(parser, [args.experiment], args.set)
     return args
 
 

@@ -32,9 +32,9 @@ import tempfile
 import time
 
 import torch
-from steps import model_and_optimizer, training_step
+from steps import check_overrides, model_and_optimizer, training_step
 
-from colorlab.config import ConfigError, available_experiments, compose
+from colorlab.config import available_experiments, compose
 from colorlab.data.synthetic import SyntheticScenes
 from colorlab.models import channels_last
 
@@ -107,10 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--skip defaults: every variant is compared with the defaults")
     if min(args.rounds, args.steps) < 1:
         parser.error(f"--rounds and --steps must be >= 1. Got {args.rounds}, {args.steps}")
-    try:
-        compose(args.experiment, [*BASE[args.device], *args.set])
-    except ConfigError as e:
-        parser.error(f"--set: {e}")
+    check_overrides(parser, [args.experiment], [*BASE[args.device], *args.set])
     return args
 
 

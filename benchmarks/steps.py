@@ -1,6 +1,7 @@
 """What the benchmark scripts share: a run's model and optimiser outside a Trainer, and one training step as
 Lightning takes it (Lab in fp32 outside autocast, training_step under bf16 autocast for bf16-mixed, backward,
-AdamW). Imported by speed_keys.py, pipeline.py and throughput.py (run as scripts, so from this folder).
+AdamW), and what their command lines share. Imported by speed_keys.py, pipeline.py and throughput.py (run as
+scripts, so from this folder).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 
 import torch
 
+from colorlab.config import ConfigError, compose
 from colorlab.data import add_lab
 from colorlab.data.prior import load_or_compute_prior
 from colorlab.models import build_model
@@ -35,3 +37,18 @@ def training_step(model, opt, batch: dict, bf16: bool = False) -> None:
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a GPU's), so that a timer reads the work done."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def check_overrides(parser, experiments: list[str], overrides: list[str]) -> None:
+    """parser.error (before any work) for an override that the config of an experiment refuses."""
+    try:
+        for experiment in experiments:
+            compose(experiment, overrides)
+    except ConfigError as e:
+        parser.error(f"--set: {e}")

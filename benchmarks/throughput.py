@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 import torch
-from steps import model_and_optimizer, training_step
+from steps import check_overrides, model_and_optimizer, sync, training_step
 from torch.utils.flop_counter import FlopCounterMode
 
-from colorlab.config import ConfigError, available_experiments, compose
+from colorlab.config import available_experiments, compose
 from colorlab.data.datamodule import add_lab
 from colorlab.data.synthetic import SyntheticScenes
 
@@ -35,11 +35,6 @@ DEFAULT_EXPERIMENTS = ("hints_unet",)
 # On the CPU the network dominates both steps, so the anchor's Python loop is mostly hidden: the CPU
 # target is only "not slower beyond timing noise"; the 3x is a GPU target.
 TARGET = {"cpu": 0.9, "cuda": 3.0}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -171,11 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 1 or min(args.size or [1]) < 1 or (args.batch or 1) < 1:
         parser.error(f"--steps, --size and --batch must be >= 1. Got {args.steps}, {args.size}, {args.batch}")
-    try:
-        for experiment in args.experiment:
-            compose(experiment, args.set)
-    except ConfigError as e:
-        parser.error(f"--set: {e}")
+    check_overrides(parser, args.experiment, args.set)
     return args
 
 

@@ -108,23 +108,35 @@ def _candidate_table_cached(centers_bytes: bytes, q: int, k: int, device: str) -
     return table.view(n_cells, n_cells, width).to(device)
 
 
-# (k, device, id of the centres) -> (the centres tensor, its version counter, its table): a model passes the
-# same buffers every step (a bins loss and a grid decode two different ones), so the table is found without
-# reading the centres back to the host (a device sync); the weak reference tells a reused id apart
-_LAST_TABLE: dict[tuple[int, str, int], tuple[weakref.ref, int, Tensor]] = {}
+def tensor_stamp(*tensors: Tensor) -> tuple:
+    """Which tensors these are and how often each was written in place: ``same_tensors`` tells whether a
+    result worked out from them still holds, without reading their values (on a GPU, a host sync)."""
+    return tuple((weakref.ref(t), t._version) for t in tensors)
+
+
+def same_tensors(stamp: tuple | None, *tensors: Tensor) -> bool:
+    """Whether ``stamp`` (``tensor_stamp``) is of these very tensors, none written since (the weak reference
+    tells a new tensor at a reused id apart)."""
+    return stamp is not None and len(stamp) == len(tensors) and all(
+        ref() is t and version == t._version for (ref, version), t in zip(stamp, tensors, strict=True))
+
+
+# (k, device, id of the centres) -> (their stamp, their table): a model passes the same buffers every step
+# (a bins loss and a grid decode two different ones), so the table is found without reading the centres
+_LAST_TABLE: dict[tuple[int, str, int], tuple[tuple, Tensor]] = {}
 _LAST_TABLES_KEPT = 16
 
 
 def _candidates(centers: Tensor, k: int) -> Tensor:
     key = (k, str(centers.device), id(centers))
     last = _LAST_TABLE.get(key)
-    if last is not None and last[0]() is centers and last[1] == centers._version:  # same tensor, not written
-        return last[2]
+    if last is not None and same_tensors(last[0], centers):
+        return last[1]
     c = centers.detach().float().cpu().contiguous()
     table = _candidate_table_cached(c.numpy().tobytes(), len(c), k, str(centers.device))
     if len(_LAST_TABLE) >= _LAST_TABLES_KEPT:
         _LAST_TABLE.pop(next(iter(_LAST_TABLE)))  # the oldest
-    _LAST_TABLE[key] = (weakref.ref(centers), centers._version, table)
+    _LAST_TABLE[key] = (tensor_stamp(centers), table)
     return table
 
 

@@ -47,17 +47,18 @@ _CONSTANTS = {
 }
 
 
+@functools.lru_cache(maxsize=64)  # a few constants x devices x dtypes
+def device_constant(make, *args, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """``make(*args)`` (host data: nested sequences or an array) as a tensor on ``device``, made once per
+    arguments: copied from the host per call, it would make the host wait for the device's queue each time.
+    Made outside inference mode (validation's, where it is often first needed): autograd may save it later."""
+    with torch.inference_mode(False):
+        return torch.as_tensor(make(*args), dtype=dtype).to(device)
+
+
 def _constant(name: str, like: Tensor) -> Tensor:
     """``_CONSTANTS[name]`` on like's device in its dtype."""
-    return _constant_on(name, like.device, like.dtype)
-
-
-@functools.cache  # a few names x devices x dtypes
-def _constant_on(name: str, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Made once (the one copy from the host), outside inference mode (validation's, where it is often
-    first needed): autograd may save it later."""
-    with torch.inference_mode(False):
-        return torch.tensor(_CONSTANTS[name], dtype=dtype).to(device)
+    return device_constant(_CONSTANTS.__getitem__, name, device=like.device, dtype=like.dtype)
 
 
 def _mix(image: Tensor, name: str) -> Tensor:

@@ -105,7 +105,7 @@ def test_constants_first_made_in_inference_mode_serve_autograd():
     """Validation (inference mode) often converts first; training's autograd must still save the constants."""
     from colorlab import color
 
-    color._constant_on.cache_clear()
+    color.device_constant.cache_clear()
     with torch.inference_mode():
         color.rgb_to_lab(torch.rand(1, 3, 4, 4))
         color.lab_to_rgb(torch.rand(1, 3, 4, 4) * 50)

@@ -14,12 +14,12 @@ Scenes are deterministic per (seed, split, index) and cost about 1 ms each at 64
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from skimage.color import lab2rgb
 from torch.utils.data import Dataset
+
+from colorlab.color import device_constant
 
 # ab in Lab units and the lightness range of each class; all in the sRGB gamut (checked in tests).
 CLASS_AB = {
@@ -80,14 +80,6 @@ def stripes(size: int) -> np.ndarray:
     return (TEXTURE_L * np.sign(np.sin(2 * np.pi * yy / 6.0))).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=16)
-def _stripes_on(size: int, device: torch.device) -> torch.Tensor:
-    """``stripes(size)`` on ``device``, copied there once (outside inference mode): a copy from the host per
-    batch would make the host wait for the device's queue every training step."""
-    with torch.inference_mode(False):
-        return torch.from_numpy(stripes(size)).to(device)
-
-
 def paint_scene(params: np.ndarray, ground_l: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 RGB (size, size, 3) and the diamond's mask, bool (size, size), from ``draw_scene``'s draws."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -133,7 +125,7 @@ def paint_scenes(params: torch.Tensor, ground_l: torch.Tensor) -> tuple[torch.Te
     l = torch.where(sky, p[:, 1] + 8.0 * (yy / size - 0.5), ground_l.float())
     a = torch.where(sky, CLASS_AB["sky"][0], CLASS_AB["ground"][0])
     bb = torch.where(sky, CLASS_AB["sky"][1], CLASS_AB["ground"][1])
-    rows = _stripes_on(size, device)[:, None]
+    rows = device_constant(stripes, size, device=device)[:, None]  # copied from the host once per size
     for k in range(MAX_SHAPES):
         kind, cy, cx, r, lightness = (p[:, SHAPE + 5 * k + i] for i in range(5))
         square = ((yy - cy).abs() < r) & ((xx - cx).abs() < r) & (kind == 0)

@@ -25,8 +25,10 @@ from colorlab.bins import (
     grid_expansion,
     hard_encode,
     rebalance_weights,
+    same_tensors,
     smooth_prior,
     soft_encode_sparse,
+    tensor_stamp,
 )
 from colorlab.color import AB_NORM
 from colorlab.metrics import chroma
@@ -244,11 +246,10 @@ class Bins2DColorizer(BinsColorizer):
         worked out again only when a buffer is replaced or written (loading, .to()), not per decode, where
         reading grid_prior would make the host wait for the device."""
         buffers = (self.centers, self.grid_centers, self.grid_prior)
-        key = tuple((id(t), t._version) for t in buffers)
-        if getattr(self, "_expansion_key", None) != key:
+        if not same_tensors(getattr(self, "_expansion_stamp", None), *buffers):
             with torch.inference_mode(False):  # validation often comes first; training's autograd saves it
                 self._expansion = grid_expansion(*buffers) if bool(self.grid_prior.any()) else None
-            self._expansion_key = key
+            self._expansion_stamp = tensor_stamp(*buffers)
         return self._expansion
 
     def decode_at(self, out: Tensor, temperature: float) -> Tensor:
